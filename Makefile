@@ -1,0 +1,34 @@
+# One set-up path for a fresh machine: every target creates .venv when missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test unit integration e2e demo crd bench clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -ra tests/unit $(PYTEST_ARGS)
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest -ra tests/integration $(PYTEST_ARGS)
+
+e2e: $(STAMP)
+	$(BIN)/python -m pytest -ra tests/e2e $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/panda-deploy demo
+
+crd: $(STAMP)
+	$(BIN)/panda-deploy crd > crds/pandadeploys.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache

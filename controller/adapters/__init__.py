@@ -1,0 +1,146 @@
+"""The outside world as the stages see it: one small interface per external system.
+
+Stages (controller/pipeline) call only these interfaces, so they stay free of
+git, Docker, boto3 and HTTP details. Real implementations live beside this
+file, one module per system; tests hand in fakes through the same interfaces.
+Every method here blocks: the engine calls stages in its worker pool.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import threading
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from controller.credentials import Credentials
+from controller.models import PandaDeploySpec
+
+LogLine = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryAuth:
+    """Credentials for one push; never written to disk."""
+    registry: str
+    username: str = dataclasses.field(repr=False)
+    password: str = dataclasses.field(repr=False)
+
+
+class Git(Protocol):
+    def resolve(self, *, url: str, branch: str | None, revision: str | None, token: str | None) -> str:
+        """The commit SHA that `branch` (or `revision`) names on the remote."""
+
+    def checkout(self, *, url: str, revision: str, token: str | None, into: pathlib.Path) -> None:
+        """A shallow clone of exactly `revision` into the empty directory `into`."""
+
+
+class Docker(Protocol):
+    def build(self, *, context: pathlib.Path, dockerfile: str, tag: str, labels: Mapping[str, str],
+              build_args: Mapping[str, str], log: LogLine, cancel: threading.Event) -> str:
+        """Build and tag an image; returns its id."""
+
+    def has_image(self, tag: str) -> bool: ...
+
+    def push(self, *, tag: str, target: str, auth: RegistryAuth | None, log: LogLine) -> str:
+        """Tag `tag` as `target` and push it; returns the pushed digest (sha256:…)."""
+
+
+class Registry(Protocol):
+    """ECR: the repository and its images."""
+    def account_id(self) -> str: ...
+
+    def ensure_repository(self, name: str) -> str:
+        """The repository URI, creating the repository when missing."""
+
+    def find_image(self, *, repository: str, tag: str) -> str | None:
+        """The digest of `repository:tag`, or None."""
+
+    def authorization(self) -> RegistryAuth: ...
+
+    def push_target(self, *, repository_uri: str, tag: str) -> str:
+        """Where `docker push` sends the image (the ECR URI, or a sandbox registry)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceState:
+    cluster: str
+    service: str
+    created: bool
+    blue_url: str | None = None
+    green_url: str | None = None
+
+
+class Ecs(Protocol):
+    def register_task_definition(self, definition: Mapping[str, object]) -> tuple[str, bool]:
+        """(ARN, registered): registers a new revision only when it differs from the latest active one."""
+
+    def ensure_service(self, *, spec: PandaDeploySpec, task_definition_arn: str) -> ServiceState:
+        """Create the service (CODE_DEPLOY controller) when missing; never update its task definition."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LifecycleEvent:
+    name: str
+    status: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploymentState:
+    """A CodeDeploy deployment as one poll saw it."""
+    id: str
+    status: str  # Created, Queued, InProgress, Ready, Succeeded, Failed, Stopped
+    ready_for_traffic: bool = False
+    events: tuple[LifecycleEvent, ...] = ()
+    error: str | None = None
+
+
+class CodeDeploy(Protocol):
+    def create_deployment(self, *, spec: PandaDeploySpec, task_definition_arn: str, run_id: str) -> str: ...
+
+    def find_deployment(self, *, spec: PandaDeploySpec, run_id: str) -> str | None:
+        """An open or finished deployment started for `run_id`, so no run starts a second."""
+
+    def get_deployment(self, deployment_id: str) -> DeploymentState: ...
+
+    def continue_deployment(self, deployment_id: str) -> None: ...
+
+    def stop_deployment(self, deployment_id: str, *, rollback: bool) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Traffic:
+    active_color: str  # blue or green
+    blue_url: str | None
+    green_url: str | None
+
+
+class LoadBalancer(Protocol):
+    """ELBv2: which target group serves production, and the URLs of both colours."""
+    def traffic(self, *, spec: PandaDeploySpec) -> Traffic: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    status: int | None
+    seconds: float
+    error: str | None = None
+
+
+class Http(Protocol):
+    def get(self, url: str, *, timeout: float) -> Probe: ...
+
+
+@dataclasses.dataclass
+class Adapters:
+    git: Git
+    docker: Docker
+    registry: Registry
+    ecs: Ecs
+    codedeploy: CodeDeploy
+    loadbalancer: LoadBalancer
+    http: Http
+
+
+# Builds the adapters for one run from its spec and credentials (in a worker thread).
+AdapterFactory = Callable[[PandaDeploySpec, Credentials], Adapters]

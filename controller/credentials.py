@@ -1,0 +1,89 @@
+"""Secret values the run needs, resolved once from the referenced Secrets.
+
+Values are held in objects whose repr hides them, and every message that
+leaves the operator (status, events, logs) passes through `redact`, which
+blanks the known values and anything that looks like a credential.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Mapping
+
+from controller.errors import Reason, Stall
+from controller.models import PandaDeploySpec
+
+# Secret name -> its decoded data, or None when the Secret does not exist.
+SecretLookup = Callable[[str], Mapping[str, str] | None]
+
+AWS_KEYS = ('accessKeyId', 'secretAccessKey')
+AWS_OPTIONAL_KEYS = ('sessionToken',)
+
+
+@dataclasses.dataclass(frozen=True)
+class AwsKeys:
+    access_key_id: str = dataclasses.field(repr=False)
+    secret_access_key: str = dataclasses.field(repr=False)
+    session_token: str | None = dataclasses.field(default=None, repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """What the adapters authenticate with. None means: not configured (anonymous git, default AWS chain)."""
+    github_token: str | None = dataclasses.field(default=None, repr=False)
+    aws: AwsKeys | None = dataclasses.field(default=None, repr=False)
+
+    def values(self) -> list[str]:
+        found = [self.github_token]
+        if self.aws:
+            found += [self.aws.access_key_id, self.aws.secret_access_key, self.aws.session_token]
+        return [v for v in found if v]
+
+
+def resolve(spec: PandaDeploySpec, lookup: SecretLookup) -> Credentials:
+    """Read the Secrets the spec references; a missing Secret or key is a `Stall` naming the field."""
+    token: str | None = None
+    ref = spec.source.token_secret_ref
+    if ref is not None:
+        data = lookup(ref.name)
+        if data is None:
+            raise Stall(f'spec.source.tokenSecretRef: Secret {ref.name!r} not found', reason=Reason.SECRET_NOT_FOUND)
+        if not data.get(ref.key):
+            raise Stall(f'spec.source.tokenSecretRef: Secret {ref.name!r} has no key {ref.key!r}',
+                        reason=Reason.SECRET_KEY_NOT_FOUND)
+        token = data[ref.key].strip()
+
+    aws: AwsKeys | None = None
+    aref = spec.aws.credentials_secret_ref
+    if aref is not None:
+        data = lookup(aref.name)
+        if data is None:
+            raise Stall(f'spec.aws.credentialsSecretRef: Secret {aref.name!r} not found',
+                        reason=Reason.SECRET_NOT_FOUND)
+        missing = [key for key in AWS_KEYS if not data.get(key)]
+        if missing:
+            raise Stall(f'spec.aws.credentialsSecretRef: Secret {aref.name!r} has no key {missing[0]!r}',
+                        reason=Reason.SECRET_KEY_NOT_FOUND)
+        aws = AwsKeys(data['accessKeyId'].strip(), data['secretAccessKey'].strip(),
+                      (data.get('sessionToken') or '').strip() or None)
+    return Credentials(github_token=token, aws=aws)
+
+
+# Shapes of credentials that may turn up in external error text: (pattern, replacement).
+_CREDENTIAL_PATTERNS = [
+    (re.compile(r'\b(gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})'), '***'),
+    (re.compile(r'\b(?:AKIA|ASIA)[0-9A-Z]{16}\b'), '***'),
+    (re.compile(r'(?i)\b(authorization:\s*)(?:basic|bearer|token)\s+[^\s,;]+'), r'\1***'),
+    (re.compile(r'(?i)\b((?:password|secret|token|signature)["\']?\s*[=:]\s*["\']?)[^\s"\',;&]+'), r'\1***'),
+    (re.compile(r'(://[^/\s:@]+:)[^@\s/]+@'), r'\1***@'),
+]
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Blank known secret values and credential-looking strings."""
+    for value in secrets:
+        if value and len(value) >= 4:
+            text = text.replace(value, '***')
+    for pattern, replacement in _CREDENTIAL_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text

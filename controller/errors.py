@@ -1,0 +1,103 @@
+"""Why a run stops, as types: each carries its reason and the figures its message needs.
+
+The reason strings are the CamelCase constants that appear in conditions,
+events and the `panda_deploy_stage_failures_total{reason}` metric. Error types
+decide the outcome (Flux's way): a `Stall` waits for a spec or Secret change,
+a `StageFailed` ends the run as Failed, a `Transient` is retried with backoff.
+"""
+from __future__ import annotations
+
+
+class Reason:
+    """Condition and event reasons (CamelCase, stable: dashboards and alerts use them)."""
+    # Run lifecycle.
+    QUEUED = 'Queued'
+    PROGRESSING = 'Progressing'
+    SUCCEEDED = 'Succeeded'
+    SUPERSEDED = 'Superseded'
+    CANCELLED = 'Cancelled'
+    SUSPENDED = 'Suspended'
+    # Stalls: need a spec or Secret change.
+    INVALID_SPEC = 'InvalidSpec'
+    SECRET_NOT_FOUND = 'SecretNotFound'
+    SECRET_KEY_NOT_FOUND = 'SecretKeyNotFound'
+    # Stage failures.
+    STAGE_TIMEOUT = 'StageTimeout'
+    SOURCE_NOT_FOUND = 'SourceNotFound'
+    REVISION_NOT_FOUND = 'RevisionNotFound'
+    SOURCE_AUTH_FAILED = 'SourceAuthFailed'
+    DOCKERFILE_NOT_FOUND = 'DockerfileNotFound'
+    AMBIGUOUS_DOCKERFILE = 'AmbiguousDockerfile'
+    BUILD_FAILED = 'BuildFailed'
+    INVALID_CREDENTIALS = 'InvalidCredentials'
+    PUSH_FAILED = 'PushFailed'
+    SERVICE_UPDATE_FAILED = 'ServiceUpdateFailed'
+    BLUE_GREEN_FAILED = 'BlueGreenFailed'
+    HEALTH_CHECK_FAILED = 'HealthCheckFailed'
+    UNEXPECTED_ERROR = 'UnexpectedError'
+
+
+class PandaDeployError(Exception):
+    """Base: a reason and a short, specific message."""
+    reason: str = Reason.UNEXPECTED_ERROR
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+
+class Stall(PandaDeployError):
+    """The run cannot start until the spec or a Secret changes (kstatus Stalled)."""
+
+
+class StageFailed(PandaDeployError):
+    """The run ends Failed at the current stage."""
+
+
+class Transient(PandaDeployError):
+    """A call failed in a way that may pass (throttling, 5xx, a dropped connection): retry with backoff."""
+
+
+class StageTimeout(StageFailed):
+    reason = Reason.STAGE_TIMEOUT
+
+    def __init__(self, *, stage: str, number: int, seconds: float, limit: float, total: bool) -> None:
+        self.stage, self.number, self.seconds, self.limit, self.total = stage, number, seconds, limit, total
+        if total:
+            text = (f'Deployment timed out at stage {number} ({stage}) after {seconds:.0f} seconds '
+                    f'(timeout: {limit:.0f} seconds)')
+        else:
+            text = f'Stage {number} ({stage}) timed out after {seconds:.0f} seconds (timeout: {limit:.0f} seconds)'
+        super().__init__(text)
+
+
+class BuildFailed(StageFailed):
+    reason = Reason.BUILD_FAILED
+
+    def __init__(self, *, image_name: str, exit_code: int | None, log_tail: str = '') -> None:
+        self.image_name, self.exit_code, self.log_tail = image_name, exit_code, log_tail
+        text = f'docker build of {image_name} failed (exit code {exit_code})'
+        if log_tail:
+            text += f': {log_tail}'
+        super().__init__(text)
+
+
+class ServiceUpdateFailed(StageFailed):
+    reason = Reason.SERVICE_UPDATE_FAILED
+
+    def __init__(self, *, cluster: str, service: str, detail: str) -> None:
+        self.cluster, self.service = cluster, service
+        super().__init__(f'ECS service {service} in cluster {cluster}: {detail}')
+
+
+class HealthCheckFailed(StageFailed):
+    reason = Reason.HEALTH_CHECK_FAILED
+
+    def __init__(self, *, url: str, failed: int, total: int, detail: str = '') -> None:
+        self.url, self.failed, self.total = url, failed, total
+        text = f'Health check of {url} failed {failed}/{total} checks'
+        if detail:
+            text += f' ({detail})'
+        super().__init__(text)

@@ -1,0 +1,46 @@
+"""Stage 4, BlueGreen: start one CodeDeploy ECS deployment for the run and wait for green.
+
+The deployment id is recorded the moment it exists; a resumed run polls the
+recorded deployment (or finds the one started for this run) and never starts
+a second. The stage ends when CodeDeploy reports the replacement task set
+ready for traffic (deploymentReadyOption: wait), polled without a thread.
+"""
+from __future__ import annotations
+
+from controller.errors import Reason, StageFailed
+from controller.models import StageName
+from controller.pipeline.engine import Done, StageContext, Wait
+
+POLL_SECONDS = 5.0
+FAILED = ('Failed', 'Stopped')
+
+
+class BlueGreen:
+    name = StageName.blue_green
+    poll_seconds = POLL_SECONDS
+
+    def run(self, ctx: StageContext) -> Done | Wait:
+        spec, codedeploy = ctx.spec, ctx.adapters.codedeploy
+        run_id = ctx.status.deployment_id or ''
+        deployment_id = ctx.status.code_deploy_deployment_id
+        if not deployment_id:
+            deployment_id = codedeploy.find_deployment(spec=spec, run_id=run_id)
+            if deployment_id is None:
+                arn = ctx.status.task_definition_arn
+                assert arn, 'Service records the task definition before BlueGreen runs'
+                deployment_id = codedeploy.create_deployment(spec=spec, task_definition_arn=arn, run_id=run_id)
+                ctx.progress(f'CodeDeploy deployment {deployment_id} created')
+            ctx.record(code_deploy_deployment_id=deployment_id)
+
+        state = codedeploy.get_deployment(deployment_id)
+        seen: set[tuple[str, str]] = ctx.scratch.setdefault('seen', set())
+        for event in state.events:
+            if (event.name, event.status) not in seen and event.status != 'Pending':
+                seen.add((event.name, event.status))
+                ctx.progress(f'Lifecycle {event.name}: {event.status}')
+        if state.status in FAILED:
+            raise StageFailed(f'CodeDeploy deployment {deployment_id} {state.status}'
+                              + (f': {state.error}' if state.error else ''), reason=Reason.BLUE_GREEN_FAILED)
+        if state.ready_for_traffic or state.status == 'Succeeded':
+            return Done(f'Green task set ready (CodeDeploy deployment {deployment_id})')
+        return Wait(self.poll_seconds)

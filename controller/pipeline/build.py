@@ -1,0 +1,94 @@
+"""Stage 1, Build: resolve the branch to a commit, shallow-clone it, find the Dockerfile, build.
+
+When the registry already holds an image tagged with the commit, the stage
+records its digest and skips clone and build: re-applying an unchanged
+resource does no Docker work.
+"""
+from __future__ import annotations
+
+import pathlib
+import tempfile
+
+from controller.errors import Reason, StageFailed
+from controller.models import ImageStatus, PandaDeploySpec, StageName
+from controller.pipeline.engine import Done, StageContext
+
+DOCKERFILE_NAMES = ('Dockerfile',)
+
+
+def local_tag(spec: PandaDeploySpec, revision: str) -> str:
+    """The image tag the build produces and the push reads: repository:commit."""
+    return f'{spec.repository_name}:{revision}'
+
+
+def find_dockerfile(root: pathlib.Path, *, path: str | None, context: str | None) -> tuple[str, str]:
+    """(Dockerfile, build context), both relative to `root`.
+
+    The spec's path when given; else the root's Dockerfile; else the
+    shallowest one, where two at the same depth are an error naming both.
+    """
+    if path is not None:
+        if not (root / path).is_file():
+            raise StageFailed(f'Dockerfile not found in repository at spec.source.dockerfile {path!r}',
+                              reason=Reason.DOCKERFILE_NOT_FOUND)
+        found = pathlib.PurePosixPath(path)
+    else:
+        candidates = sorted(
+            p.relative_to(root) for p in root.rglob('*')
+            if p.name in DOCKERFILE_NAMES and p.is_file() and '.git' not in p.relative_to(root).parts)
+        if not candidates:
+            raise StageFailed('Dockerfile not found in repository', reason=Reason.DOCKERFILE_NOT_FOUND)
+        depth = min(len(c.parts) for c in candidates)
+        shallowest = [c for c in candidates if len(c.parts) == depth]
+        if len(shallowest) > 1:
+            names = ', '.join(str(c) for c in shallowest)
+            raise StageFailed(f'{len(shallowest)} Dockerfiles at the same depth ({names}); '
+                              'set spec.source.dockerfile to choose one', reason=Reason.AMBIGUOUS_DOCKERFILE)
+        found = pathlib.PurePosixPath(*shallowest[0].parts)
+    build_context = context if context is not None else (str(found.parent) if str(found.parent) != '.' else '.')
+    if not (root / build_context).is_dir():
+        raise StageFailed(f'Build context spec.source.context {build_context!r} is not a directory in the repository',
+                          reason=Reason.DOCKERFILE_NOT_FOUND)
+    return str(found), build_context
+
+
+class Build:
+    name = StageName.build
+
+    def run(self, ctx: StageContext) -> Done:
+        spec, source, adapters = ctx.spec, ctx.spec.source, ctx.adapters
+        token = ctx.credentials.github_token
+        revision = ctx.status.revision
+        if not revision:
+            revision = adapters.git.resolve(url=source.clone_url, branch=source.effective_branch,
+                                            revision=source.revision, token=token)
+            ctx.record(revision=revision)
+        ctx.progress(f'Revision {revision[:7]} of {source.repo or source.url}'
+                     + (f' branch {source.effective_branch}' if source.effective_branch else ''))
+
+        existing = adapters.registry.find_image(repository=spec.repository_name, tag=revision)
+        if existing is not None:
+            uri = f'{adapters.registry.ensure_repository(spec.repository_name)}:{revision}'
+            ctx.record(image=ImageStatus(uri=uri, digest=existing))
+            return Done(f'Image {uri} already in the registry ({existing[:19]}); clone and build skipped',
+                        skipped=True)
+
+        tag = local_tag(spec, revision)
+        with tempfile.TemporaryDirectory(prefix='panda-deploy-src-') as tmp:
+            checkout = pathlib.Path(tmp) / 'src'
+            checkout.mkdir(mode=0o700)
+            adapters.git.checkout(url=source.clone_url, revision=revision, token=token, into=checkout)
+            ctx.progress('Repository cloned')
+            dockerfile, context = find_dockerfile(checkout, path=source.dockerfile, context=source.context)
+            ctx.progress(f'Dockerfile found: {dockerfile}')
+            labels = {
+                'org.opencontainers.image.source': source.repo and f'https://github.com/{source.repo}' or source.url or '',
+                'org.opencontainers.image.revision': revision,
+                'dev.panda.deploy.deployment-id': ctx.status.deployment_id or '',
+            }
+            relative = str(pathlib.PurePosixPath(dockerfile).relative_to(context)) if context != '.' else dockerfile
+            adapters.docker.build(context=checkout / context, dockerfile=relative, tag=tag, labels=labels,
+                                  build_args=source.build_args or {}, log=ctx.logger.info, cancel=ctx.cancel)
+        ctx.progress(f'Docker image built: {tag}')
+        ctx.record(image=ImageStatus(dockerfile=dockerfile))
+        return Done(f'Built {tag} from {dockerfile}')

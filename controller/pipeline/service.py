@@ -1,0 +1,60 @@
+"""Stage 3, Service: register the task definition, create the ECS service when missing.
+
+An existing service is not updated here: a CodeDeploy-controlled service
+refuses UpdateService with a task definition, so the new revision rolls out
+through stage 4.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from controller.models import PandaDeploySpec, StageName
+from controller.pipeline.engine import Done, StageContext
+
+
+def task_definition(spec: PandaDeploySpec, *, image_uri: str) -> dict[str, Any]:
+    """The RegisterTaskDefinition request for the spec and the pushed image."""
+    ecs = spec.ecs
+    container: dict[str, Any] = {
+        'name': ecs.container_name,
+        'image': image_uri,
+        'essential': True,
+        'portMappings': [{'containerPort': ecs.container_port, 'protocol': 'tcp'}],
+        'logConfiguration': {
+            'logDriver': 'awslogs',
+            'options': {
+                'awslogs-group': f'/ecs/{ecs.service}',
+                'awslogs-region': spec.aws.region,
+                'awslogs-stream-prefix': ecs.container_name,
+            },
+        },
+    }
+    definition: dict[str, Any] = {
+        'family': ecs.service,
+        'networkMode': 'awsvpc',
+        'requiresCompatibilities': [ecs.launch_type],
+        'cpu': ecs.cpu,
+        'memory': ecs.memory,
+        'containerDefinitions': [container],
+    }
+    if ecs.execution_role_arn:
+        definition['executionRoleArn'] = ecs.execution_role_arn
+    if ecs.task_role_arn:
+        definition['taskRoleArn'] = ecs.task_role_arn
+    return definition
+
+
+class Service:
+    name = StageName.service
+
+    def run(self, ctx: StageContext) -> Done:
+        spec, ecs = ctx.spec, ctx.adapters.ecs
+        image = ctx.status.image
+        assert image is not None and image.uri, 'Push records the image before Service runs'
+        arn, registered = ecs.register_task_definition(task_definition(spec, image_uri=f'{image.uri}'))
+        ctx.record(task_definition_arn=arn)
+        ctx.progress(('Task definition registered: ' if registered else 'Task definition unchanged: ') + arn)
+        state = ecs.ensure_service(spec=spec, task_definition_arn=arn)
+        verb = 'created' if state.created else 'found'
+        ctx.progress(f'ECS service {state.service} {verb} in cluster {state.cluster}')
+        return Done(f'Service {state.service} {verb}; task definition {arn.rsplit("/", 1)[-1]}')

@@ -1,0 +1,86 @@
+"""Stage 5, Verify: health-check green, then let CodeDeploy shift production traffic.
+
+Green gets `healthCheck.checks` checks, one per poll, `intervalSeconds`
+apart (no thread held between them). All pass: with `promotion: manual` the
+stage waits for the `deploy.panda.dev/promote` annotation, then continues the
+CodeDeploy deployment and waits for it to succeed. Any check fails: the
+deployment is stopped with rollback, traffic stays on blue, the run fails.
+"""
+from __future__ import annotations
+
+import statistics
+
+from controller.errors import HealthCheckFailed, Reason, StageFailed
+from controller.models import HealthCheckStatus, Promotion, StageName
+from controller.pipeline.engine import Done, StageContext, Wait
+
+PROMOTE_ANNOTATION = 'deploy.panda.dev/promote'
+POLL_SECONDS = 5.0
+
+
+def summarise_checks(url: str, latencies: list[float], failures: int, total: int) -> HealthCheckStatus:
+    done = len(latencies)
+    return HealthCheckStatus(
+        url=url, passed=done - failures, failed=failures, total=total,
+        latency_median_ms=round(statistics.median(latencies) * 1000, 1) if latencies else None,
+        latency_max_ms=round(max(latencies) * 1000, 1) if latencies else None,
+        error_rate=round(failures / done, 4) if done else None)
+
+
+class Verify:
+    name = StageName.verify
+    poll_seconds = POLL_SECONDS
+
+    def run(self, ctx: StageContext) -> Done | Wait:
+        spec, adapters = ctx.spec, ctx.adapters
+        deployment_id = ctx.status.code_deploy_deployment_id
+        assert deployment_id, 'BlueGreen records the deployment before Verify runs'
+        check = spec.health_check
+        scratch = ctx.scratch
+
+        if 'continued' not in scratch:
+            state = adapters.codedeploy.get_deployment(deployment_id)
+            if state.status == 'Succeeded':  # resumed after traffic already moved
+                return Done(f'Traffic switched to green (deployment {deployment_id})')
+            url = scratch.get('url')
+            if url is None:
+                url = check.url or (adapters.loadbalancer.traffic(spec=spec).green_url or '').rstrip('/') + check.path
+                scratch.update(url=url, latencies=[], failures=0, errors=[])
+            latencies, done = scratch['latencies'], len(scratch['latencies'])
+            if done < check.checks:
+                probe = adapters.http.get(url, timeout=check.timeout_seconds)
+                latencies.append(probe.seconds)
+                if probe.status != check.expected_status:
+                    scratch['failures'] += 1
+                    scratch['errors'].append(probe.error or f'HTTP {probe.status}')
+                ctx.progress(f'HealthCheck in progress - Check {done + 1}/{check.checks}'
+                             + ('' if probe.status == check.expected_status else f' failed ({scratch["errors"][-1]})'))
+                if done + 1 < check.checks:
+                    return Wait(check.interval_seconds)
+            summary = summarise_checks(url, latencies, scratch['failures'], check.checks)
+            ctx.record(health_check=summary)
+            if summary.failed:
+                adapters.codedeploy.stop_deployment(deployment_id, rollback=True)
+                ctx.progress('Deployment stopped and rolled back; traffic stays on blue')
+                raise HealthCheckFailed(url=url, failed=summary.failed, total=summary.total,
+                                        detail=scratch['errors'][0])
+            if spec.blue_green.promotion == Promotion.manual and not ctx.promote_requested():
+                if not ctx.status.promotion:
+                    ctx.record(promotion=f'Green passed {summary.total}/{summary.total} checks; '
+                                         f'annotate {PROMOTE_ANNOTATION}=true to shift traffic')
+                    ctx.progress('Waiting for promotion')
+                return Wait(self.poll_seconds)
+            adapters.codedeploy.continue_deployment(deployment_id)
+            scratch['continued'] = True
+            ctx.progress('Traffic shift to green started')
+            if ctx.status.promotion:
+                ctx.record(promotion=None)
+
+        state = adapters.codedeploy.get_deployment(deployment_id)
+        if state.status in ('Failed', 'Stopped'):
+            raise StageFailed(f'CodeDeploy deployment {deployment_id} {state.status} while shifting traffic'
+                              + (f': {state.error}' if state.error else ''), reason=Reason.BLUE_GREEN_FAILED)
+        if state.status != 'Succeeded':
+            return Wait(self.poll_seconds)
+        ctx.progress('Traffic switched to green')
+        return Done(f'Traffic switched to green (deployment {deployment_id})')
