@@ -1,0 +1,1 @@
+"""The embedded sandbox: stand-ins for a Kubernetes cluster and AWS, for tests and `panda-deploy demo`."""
