@@ -1,0 +1,171 @@
+"""The `panda-deploy` command line (`python -m controller` is the same).
+
+  panda-deploy operator [kopf run options]   run the operator
+  panda-deploy run -f FILE [-s SECRETS]      run the six stages once, no Kubernetes
+  panda-deploy crd                           print the CRD generated from the models
+
+Exit codes of `run`: 0 Succeeded, 1 Failed, 2 invalid input (the field at fault is named).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import concurrent.futures
+import logging
+import pathlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import pydantic
+import yaml
+
+from controller import credentials
+from controller.config import Config
+from controller.errors import Stall
+from controller.models import API_VERSION, KIND, PandaDeploySpec, PandaDeployStatus, RunResult, StageName
+from controller.reconciler import describe_validation_error
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+class InvalidInput(Exception):
+    """Bad command-line input: exit 2 with this message."""
+
+
+class PrintSink:
+    """Reports a run on the terminal: one line per progress event."""
+
+    def __init__(self, out: Any = sys.stdout) -> None:
+        self.out = out
+        self.status: PandaDeployStatus | None = None
+
+    async def save(self, status: PandaDeployStatus) -> None:
+        self.status = status
+
+    async def event(self, *, type: str, reason: str, message: str) -> None:
+        if type == 'Warning':
+            self.progress(f'{type} {reason}: {message}')
+
+    def progress(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+
+def _load_documents(path: str) -> list[dict[str, Any]]:
+    try:
+        text = sys.stdin.read() if path == '-' else pathlib.Path(path).read_text()
+        return [d for d in yaml.safe_load_all(text) if d]
+    except OSError as exc:
+        raise InvalidInput(f'{path}: {exc.strerror}') from exc
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f'{path}: not valid YAML: {exc}') from exc
+
+
+def load_manifest(path: str) -> tuple[dict[str, Any], PandaDeploySpec]:
+    docs = [d for d in _load_documents(path) if isinstance(d, dict) and d.get('kind') == KIND]
+    if len(docs) != 1:
+        raise InvalidInput(f'{path}: expected exactly one {KIND}, found {len(docs)}')
+    doc = docs[0]
+    if doc.get('apiVersion') != API_VERSION:
+        raise InvalidInput(f'{path}: apiVersion: expected {API_VERSION}, got {doc.get("apiVersion")!r}')
+    if not isinstance(doc.get('spec'), dict):
+        raise InvalidInput(f'{path}: spec: required')
+    try:
+        return doc, PandaDeploySpec.model_validate(doc['spec'])
+    except pydantic.ValidationError as exc:
+        raise InvalidInput(f'{path}: {describe_validation_error(exc)}') from exc
+
+
+def load_secrets(paths: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Secret manifests by name, data decoded and stringData merged (as the API server does)."""
+    found: dict[str, dict[str, str]] = {}
+    for path in paths:
+        for doc in _load_documents(path):
+            if not isinstance(doc, dict) or doc.get('kind') != 'Secret':
+                continue
+            name = (doc.get('metadata') or {}).get('name')
+            if not name:
+                raise InvalidInput(f'{path}: a Secret without metadata.name')
+            data: dict[str, str] = {}
+            for key, value in (doc.get('data') or {}).items():
+                try:
+                    data[key] = base64.b64decode(str(value), validate=True).decode()
+                except ValueError as exc:
+                    raise InvalidInput(f'{path}: Secret {name}: data.{key} is not base64') from exc
+            data.update({k: str(v) for k, v in (doc.get('stringData') or {}).items()})
+            found[name] = data
+    return found
+
+
+def run_once(*, manifest: str, secret_files: Sequence[str], until: StageName | None,
+             status_out: str | None, config: Config) -> int:
+    from controller.pipeline import Engine, Recorder, Run, default_stages
+
+    doc, spec = load_manifest(manifest)
+    secrets = load_secrets(secret_files)
+    try:
+        creds = credentials.resolve(spec, secrets.get)
+    except Stall as exc:
+        raise InvalidInput(f'{exc.reason}: {exc.message}') from exc
+
+    sink = PrintSink()
+    status = PandaDeployStatus()
+    logger = logging.getLogger('panda-deploy.run')
+    run = Run(spec=spec, generation=int((doc.get('metadata') or {}).get('generation') or 1), status=status,
+              credentials=creds, sink=sink, logger=logger, promote_requested=lambda: True)
+    Recorder(run).begin()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix='deployment-worker') as pool:
+        engine = Engine(stages=default_stages(poll_seconds=config.poll_seconds), adapters=config.adapter_factory(), pool=pool)
+        result = asyncio.run(engine.drive(run, until=until))
+    if status_out:
+        pathlib.Path(status_out).write_text(yaml.safe_dump(status.dump(), sort_keys=False))
+    return EXIT_OK if result == RunResult.succeeded else EXIT_FAILED
+
+
+def _operator(args: Sequence[str]) -> None:
+    import kopf.cli
+
+    extra = list(args)
+    if not any(a in ('-n', '--namespace', '-A', '--all-namespaces') or a.startswith('--namespace=')
+               for a in extra):
+        extra.append('--all-namespaces')
+    kopf.cli.main.main(args=['run', '-m', 'controller.handlers', *extra], prog_name='panda-deploy operator')
+
+
+def _stage(value: str) -> StageName:
+    for name in StageName:
+        if value.lower() in (name.value.lower(), str(name.number)):
+            return name
+    raise argparse.ArgumentTypeError(f'unknown stage {value!r}; one of {", ".join(n.value for n in StageName)}')
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['operator']:
+        _operator(argv[1:])
+        return
+    parser = argparse.ArgumentParser(prog='panda-deploy', description=__doc__.split('\n')[0])
+    commands = parser.add_subparsers(dest='command', required=True)
+    commands.add_parser('operator', help='run the operator (takes kopf run options)')
+    run = commands.add_parser('run', help='run the six stages once for one manifest, without Kubernetes')
+    run.add_argument('-f', '--filename', required=True, help='PandaDeploy manifest (- for stdin)')
+    run.add_argument('-s', '--secrets', action='append', default=[], help='Secret manifests (repeatable)')
+    run.add_argument('--until', type=_stage, help='stop after this stage (e.g. Push)')
+    run.add_argument('--status-out', help='write the final status here as YAML')
+    commands.add_parser('crd', help='print the CRD generated from the models')
+    args = parser.parse_args(argv)
+
+    if args.command == 'crd':
+        from controller.crd import render_crd
+        sys.stdout.write(render_crd())
+        return
+    if args.command == 'run':
+        logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
+        try:
+            code = run_once(manifest=args.filename, secret_files=args.secrets, until=args.until,
+                            status_out=args.status_out, config=Config.from_env())
+        except InvalidInput as exc:
+            print(f'panda-deploy run: {exc}', file=sys.stderr)
+            code = EXIT_INVALID
+        raise SystemExit(code)

@@ -1,0 +1,66 @@
+"""Kopf glue: every handler in one thin file; each guards and delegates to the reconciler.
+
+Kopf keeps its progress and diff-base in `deploy.panda.dev/…` annotations and
+uses our own finalizer, so `status` holds only our fields. Kopf's own
+log-to-Event posting is off: the reconciler posts the Events, on transitions.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+import logging
+from typing import Any
+
+import kopf
+
+from controller import http
+from controller.config import Config
+from controller.kube import Kube
+from controller.models import GROUP, PLURAL, VERSION
+from controller.pipeline import Engine, default_stages
+from controller.reconciler import Reconciler
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+FINALIZER = f'{GROUP}/finalizer'
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key='last-handled-configuration',
+        ignored_fields=['metadata.labels', 'metadata.annotations'])  # only the spec starts runs
+    settings.persistence.finalizer = FINALIZER
+    settings.posting.enabled = False
+    config = Config.from_env()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix='deployment-worker')
+    engine = Engine(stages=default_stages(poll_seconds=config.poll_seconds), adapters=config.adapter_factory(), pool=pool)
+    memo.pool = pool
+    memo.reconciler = Reconciler(kube=Kube(logger=logger), engine=engine, workers=config.workers)
+    memo.http = await http.serve(host=config.http_host, port=config.http_port)
+    logger.info('panda-deploy: %d workers, metrics on %s:%d', config.workers, config.http_host, config.http_port)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await memo.reconciler.shutdown()
+    await memo.http.cleanup()
+    memo.pool.shutdown(wait=False, cancel_futures=True)
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field='spec')
+async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    await memo.reconciler.reconcile(body=copy.deepcopy(dict(body)), logger=logger)
+
+
+@kopf.on.event(*RESOURCE)
+def observe(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
+    if type != 'DELETED' and 'reconciler' in memo:
+        memo.reconciler.observe(dict(body))
+
+
+@kopf.on.delete(*RESOURCE)
+async def delete(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    await memo.reconciler.forget(body=dict(body), logger=logger)

@@ -1,0 +1,263 @@
+"""One run per resource at a time: start, resume, queue, supersede, cancel.
+
+Kopf calls `reconcile` on create, on resume (operator start) and on spec
+changes; the reconciler decides from the generation and the recorded status
+whether a run is due, and drives it in a background task so Kopf's handler
+returns at once. Runs take one of `workers` slots in arrival order; the ones
+that wait are shown as Pending/Queued. A new generation supersedes the run in
+flight; deletion cancels it. Preflight problems (invalid spec, missing
+Secret) stall the resource with a reason and are retried with backoff, so it
+recovers by itself once fixed.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import pydantic
+
+from controller import conditions, credentials
+from controller.errors import Reason, Stall
+from controller.kube import Kube, KubeError, ObjectGone, merge_diff
+from controller.models import PandaDeploySpec, PandaDeployStatus, Phase, RunResult
+from controller.pipeline.engine import Engine, Recorder, Run
+
+Key = tuple[str, str]
+STALL_BACKOFF = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+PROMOTE_ANNOTATION = 'deploy.panda.dev/promote'
+
+
+def describe_validation_error(exc: pydantic.ValidationError, *, root: str = 'spec') -> str:
+    """'spec.timeouts.stageSeconds: ...; spec.source: ...' from a pydantic error."""
+    parts = []
+    for error in exc.errors():
+        location = [str(p) for p in error['loc'] if p not in ('function-after', 'int', 'constrained-str', 'str')]
+        path = '.'.join([root, *location]) if location else root
+        message = error['msg'].removeprefix('Value error, ')
+        text = f'{path}: {message}'
+        if text not in parts and not any(p.startswith(f'{path}: ') for p in parts):
+            parts.append(text)
+    return '; '.join(parts)
+
+
+class Slots:
+    """A FIFO of run slots: at most `size` runs at once, the rest start in arrival order."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.busy = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @contextlib.asynccontextmanager
+    async def take(self, *, on_queued: Callable[[int], Awaitable[None]]) -> AsyncIterator[None]:
+        if self.busy < self.size and not self._waiters:
+            self.busy += 1
+        else:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await on_queued(len(self._waiters) - 1)
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # the slot was handed to us as we were cancelled: pass it on
+                else:
+                    waiter.cancel()
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(waiter)
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # hand the slot over; busy stays the same
+                return
+        self.busy -= 1
+
+
+class KubeSink:
+    """Reports a run to the Kubernetes API: status patches with only the changes, Events."""
+
+    def __init__(self, *, kube: Kube, ref: Mapping[str, str], saved: Mapping[str, Any],
+                 logger: logging.Logger) -> None:
+        self.kube, self.ref, self.saved, self.logger = kube, dict(ref), dict(saved), logger
+
+    async def save(self, status: PandaDeployStatus) -> None:
+        new = status.dump()
+        patch = merge_diff(self.saved, new)
+        if not patch:
+            return
+        await asyncio.to_thread(self.kube.patch_status, namespace=self.ref['namespace'], name=self.ref['name'],
+                                patch=patch)
+        self.saved = new
+
+    async def event(self, *, type: str, reason: str, message: str) -> None:
+        try:
+            await asyncio.to_thread(self.kube.post_event, ref=self.ref, type=type, reason=reason, message=message)
+        except KubeError as exc:  # an Event is worth a log line, not a failed run
+            self.logger.warning('Could not post event %s: %s', reason, exc)
+
+    def progress(self, line: str) -> None:
+        self.logger.info(line)
+
+
+@dataclasses.dataclass
+class Handle:
+    generation: int
+    task: asyncio.Task[None]
+    run: Run | None = None
+    status: PandaDeployStatus | None = None
+    sink: KubeSink | None = None
+
+
+class Reconciler:
+    def __init__(self, *, kube: Kube, engine: Engine, workers: int) -> None:
+        self.kube = kube
+        self.engine = engine
+        self.slots = Slots(workers)
+        self._handles: dict[Key, Handle] = {}
+        self._annotations: dict[Key, Mapping[str, str]] = {}
+
+    @staticmethod
+    def key_of(body: Mapping[str, Any]) -> Key:
+        return body['metadata']['namespace'], body['metadata']['name']
+
+    def observe(self, body: Mapping[str, Any]) -> None:
+        """Keep the latest annotations (promotion requests) without any API call."""
+        self._annotations[self.key_of(body)] = dict(body['metadata'].get('annotations') or {})
+
+    def promote_requested(self, key: Key) -> bool:
+        value = self._annotations.get(key, {}).get(PROMOTE_ANNOTATION, '')
+        return value.lower() not in ('', 'false', '0', 'no')
+
+    def running(self, key: Key) -> bool:
+        handle = self._handles.get(key)
+        return handle is not None and not handle.task.done()
+
+    async def reconcile(self, *, body: Mapping[str, Any], logger: logging.Logger) -> None:
+        key = self.key_of(body)
+        self.observe(body)
+        generation = int(body['metadata'].get('generation') or 1)
+        handle = self._handles.get(key)
+        status_raw: Mapping[str, Any] = body.get('status') or {}
+        if handle is not None:
+            if not handle.task.done() and handle.generation == generation:
+                return  # already on it
+            if not handle.task.done():
+                logger.info('Generation %d supersedes the run for generation %d', generation, handle.generation)
+                await self._stop(handle, RunResult.superseded)
+            if handle.sink is not None:
+                status_raw = handle.sink.saved  # newer than the body Kopf handed us
+        status = PandaDeployStatus.model_validate(status_raw)
+        if not self._due(status, generation, body):
+            return
+        task = asyncio.create_task(self._drive(key, body, generation, status, dict(status_raw), logger),
+                                   name=f'panda-deploy run {key[0]}/{key[1]} gen {generation}')
+        self._handles[key] = Handle(generation=generation, task=task, status=status)
+
+    @staticmethod
+    def _due(status: PandaDeployStatus, generation: int, body: Mapping[str, Any]) -> bool:
+        if (body.get('spec') or {}).get('suspend'):
+            return False
+        if status.observed_generation != generation:
+            return True
+        stalled = conditions.get(status, conditions.STALLED)
+        if stalled is not None and stalled.status == 'True':
+            return stalled.reason != Reason.INVALID_SPEC  # an invalid spec waits for a new generation
+        return status.phase in (None, Phase.pending, Phase.progressing)
+
+    async def forget(self, *, body: Mapping[str, Any], logger: logging.Logger) -> None:
+        """The resource is being deleted: cancel its run (AWS resources stay)."""
+        key = self.key_of(body)
+        handle = self._handles.pop(key, None)
+        self._annotations.pop(key, None)
+        if handle is not None and not handle.task.done():
+            logger.info('Deleted: cancelling the run for generation %d', handle.generation)
+            await self._stop(handle, RunResult.cancelled)
+
+    async def shutdown(self) -> None:
+        """Operator exit: stop waiting on runs; their status says where to resume."""
+        tasks = [h.task for h in self._handles.values() if not h.task.done()]
+        for task in tasks:
+            task.cancel('operator shutdown')
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _stop(self, handle: Handle, result: RunResult) -> None:
+        if handle.run is not None:
+            handle.run.cancel_result = result
+        handle.task.cancel()
+        await asyncio.gather(handle.task, return_exceptions=True)
+
+    async def _drive(self, key: Key, body: Mapping[str, Any], generation: int, status: PandaDeployStatus,
+                     saved: dict[str, Any], logger: logging.Logger) -> None:
+        namespace, name = key
+        ref = {'namespace': namespace, 'name': name, 'uid': body['metadata'].get('uid', '')}
+        sink = KubeSink(kube=self.kube, ref=ref, saved=saved, logger=logger)
+        handle = self._handles.get(key)
+        try:
+            await asyncio.sleep(0)  # let reconcile() register the handle
+            handle = self._handles[key]
+            handle.sink = sink
+            try:
+                spec = PandaDeploySpec.model_validate(body.get('spec') or {})
+            except pydantic.ValidationError as exc:
+                await self._stall(sink, status, generation, Stall(describe_validation_error(exc),
+                                                                   reason=Reason.INVALID_SPEC))
+                return
+            creds = await self._credentials(sink, status, generation, spec, namespace)
+            run = Run(spec=spec, generation=generation, status=status, credentials=creds, sink=sink,
+                      logger=logger, promote_requested=lambda: self.promote_requested(key))
+            handle.run = run
+            recorder = Recorder(run)
+            # A run that had started for this generation when the operator stopped: pick it up.
+            resuming = (status.observed_generation == generation and status.deployment_id is not None
+                        and status.phase == Phase.progressing and status.started_at is not None)
+            if not resuming:
+                recorder.begin()
+            async with self.slots.take(on_queued=lambda ahead: recorder.queued(ahead=ahead)):
+                await self.engine.drive(run)
+        except asyncio.CancelledError:
+            raise
+        except ObjectGone:
+            logger.info('The resource is gone; the run stops')
+        except Exception:
+            logger.exception('The run for generation %d stopped on an operator error', generation)
+
+    async def _credentials(self, sink: KubeSink, status: PandaDeployStatus, generation: int,
+                           spec: PandaDeploySpec, namespace: str) -> credentials.Credentials:
+        """Resolve the Secrets; while one is missing, stay Stalled and look again with backoff."""
+        attempt = 0
+        while True:
+            try:
+                return await asyncio.to_thread(
+                    credentials.resolve, spec, lambda n: self.kube.read_secret(namespace=namespace, name=n))
+            except Stall as stall:
+                await self._stall(sink, status, generation, stall)
+            await asyncio.sleep(STALL_BACKOFF[min(attempt, len(STALL_BACKOFF) - 1)])
+            attempt += 1
+
+    @staticmethod
+    async def _stall(sink: KubeSink, status: PandaDeployStatus, generation: int, stall: Stall) -> None:
+        """Stalled with the reason; writes and an Event only when that is news."""
+        current = conditions.get(status, conditions.STALLED)
+        news = (current is None or current.status != 'True' or current.reason != stall.reason
+                or current.message != stall.message or status.observed_generation != generation)
+        status.observed_generation = generation
+        if status.phase in (None, Phase.progressing):
+            status.phase = Phase.pending
+        status.message = stall.message
+        conditions.summarise(status, reason=stall.reason, message=stall.message, generation=generation,
+                             stalled=True)
+        await sink.save(status)
+        if news:
+            await sink.event(type='Warning', reason=stall.reason, message=stall.message)

@@ -1,0 +1,268 @@
+"""Fake adapters for the stage and operator tests: the outside world as files.
+
+Their state lives in a directory (PANDA_FAKE_DIR, or one handed in), so an
+operator process under test, a restarted one and the test itself see the
+same world: `script.json` (written by the test, re-read on every call) says
+what to delay or fail; `state.json` holds images, task definitions and
+CodeDeploy deployments; `journal.jsonl` gets one line per call made.
+Never used by the operator's default wiring: tests select them with
+PANDA_DEPLOY_ADAPTERS=tests.fakes:make_adapters.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from controller.adapters import (
+    Adapters, DeploymentState, LifecycleEvent, Probe, RegistryAuth, ServiceState, Traffic,
+)
+from controller.credentials import Credentials
+from controller.errors import Reason, ServiceUpdateFailed, StageFailed
+from controller.models import PandaDeploySpec
+
+ACCOUNT = '123456789012'
+_LOCK = threading.Lock()
+LIFECYCLE = ('BeforeInstall', 'Install', 'AfterInstall', 'BeforeAllowTraffic', 'AllowTraffic', 'AfterAllowTraffic')
+
+
+class World:
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    # -- files ---------------------------------------------------------------
+    def script(self) -> dict[str, Any]:
+        path = self.root / 'script.json'
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def set_script(self, **script: Any) -> None:
+        tmp = self.root / 'script.json.tmp'
+        tmp.write_text(json.dumps(script))
+        tmp.replace(self.root / 'script.json')
+
+    def state(self) -> dict[str, Any]:
+        path = self.root / 'state.json'
+        if not path.exists():
+            return {'images': {}, 'local': [], 'taskdefs': [], 'services': {}, 'deployments': {}, 'active': 'blue'}
+        return json.loads(path.read_text())
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        tmp = self.root / f'state.json.{os.getpid()}.{threading.get_ident()}'
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.root / 'state.json')
+
+    def log(self, call: str, **details: Any) -> None:
+        line = json.dumps({'call': call, 'pid': os.getpid(), 'time': time.time(), **details})
+        with _LOCK, (self.root / 'journal.jsonl').open('a') as f:
+            f.write(line + '\n')
+
+    def journal(self) -> list[dict[str, Any]]:
+        path = self.root / 'journal.jsonl'
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def calls(self, name: str) -> list[dict[str, Any]]:
+        return [entry for entry in self.journal() if entry['call'] == name]
+
+    # -- behaviour -------------------------------------------------------------
+    def step(self, call: str, cancel: threading.Event | None = None) -> None:
+        """Log the call, sleep as scripted (cancellable), fail as scripted."""
+        self.log(call)
+        script = self.script()
+        delay = float(script.get('delay', {}).get(call, 0))
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            if cancel is not None and cancel.is_set():
+                self.log(call + ':cancelled')
+                return
+            time.sleep(0.05)
+        failure = script.get('fail', {}).get(call)
+        if failure:
+            raise StageFailed(failure['message'], reason=failure['reason'])
+
+
+class FakeGit:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def resolve(self, *, url: str, branch: str | None, revision: str | None, token: str | None) -> str:
+        self.world.step('git.resolve')
+        if revision:
+            return revision
+        seed = self.world.script().get('commit', 'one')
+        return hashlib.sha1(f'{url}#{branch}#{seed}'.encode()).hexdigest()
+
+    def checkout(self, *, url: str, revision: str, token: str | None, into: pathlib.Path) -> None:
+        self.world.step('git.checkout')
+        self.world.log('git.checkout.dir', path=str(into))
+        files = self.world.script().get('files', {'Dockerfile': 'FROM scratch\n'})
+        for name, content in files.items():
+            path = into / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+
+
+class FakeDocker:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def build(self, *, context: pathlib.Path, dockerfile: str, tag: str, labels: Mapping[str, str],
+              build_args: Mapping[str, str], log: Any, cancel: threading.Event) -> str:
+        self.world.step('docker.build', cancel)
+        with _LOCK:
+            state = self.world.state()
+            state['local'].append(tag)
+            self.world.save(state)
+        return 'sha256:' + hashlib.sha256(tag.encode()).hexdigest()
+
+    def has_image(self, tag: str) -> bool:
+        return tag in self.world.state()['local']
+
+    def push(self, *, tag: str, target: str, auth: RegistryAuth | None, log: Any) -> str:
+        self.world.step('docker.push')
+        digest = 'sha256:' + hashlib.sha256(target.encode()).hexdigest()
+        with _LOCK:
+            state = self.world.state()
+            state['images'][target] = digest
+            self.world.save(state)
+        return digest
+
+
+class FakeRegistry:
+    def __init__(self, world: World, region: str) -> None:
+        self.world, self.region = world, region
+
+    def account_id(self) -> str:
+        self.world.step('sts.get_caller_identity')
+        return ACCOUNT
+
+    def ensure_repository(self, name: str) -> str:
+        self.world.log('ecr.ensure_repository')
+        return f'{ACCOUNT}.dkr.ecr.{self.region}.amazonaws.com/{name}'
+
+    def find_image(self, *, repository: str, tag: str) -> str | None:
+        self.world.log('ecr.find_image')
+        return self.world.state()['images'].get(f'{self.ensure_repository(repository)}:{tag}')
+
+    def authorization(self) -> RegistryAuth:
+        return RegistryAuth(registry=f'{ACCOUNT}.dkr.ecr.{self.region}.amazonaws.com', username='AWS',
+                            password='fake-ecr-password')
+
+    def push_target(self, *, repository_uri: str, tag: str) -> str:
+        return f'{repository_uri}:{tag}'
+
+
+class FakeEcs:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def register_task_definition(self, definition: Mapping[str, object]) -> tuple[str, bool]:
+        self.world.step('ecs.register_task_definition')
+        with _LOCK:
+            state = self.world.state()
+            family = [t for t in state['taskdefs'] if t['family'] == definition['family']]
+            if family and family[-1]['definition'] == definition:
+                return family[-1]['arn'], False
+            arn = f'arn:aws:ecs:region:{ACCOUNT}:task-definition/{definition["family"]}:{len(family) + 1}'
+            state['taskdefs'].append({'family': definition['family'], 'definition': definition, 'arn': arn})
+            self.world.save(state)
+        self.world.log('ecs.registered', arn=arn)
+        return arn, True
+
+    def ensure_service(self, *, spec: PandaDeploySpec, task_definition_arn: str) -> ServiceState:
+        self.world.log('ecs.ensure_service')
+        failure = self.world.script().get('fail', {}).get('ecs.ensure_service')
+        if failure:
+            raise ServiceUpdateFailed(cluster=spec.ecs.cluster, service=spec.ecs.service, detail=failure)
+        with _LOCK:
+            state = self.world.state()
+            created = spec.ecs.service not in state['services']
+            state['services'].setdefault(spec.ecs.service, task_definition_arn)
+            self.world.save(state)
+        return ServiceState(cluster=spec.ecs.cluster, service=spec.ecs.service, created=created)
+
+
+class FakeCodeDeploy:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def create_deployment(self, *, spec: PandaDeploySpec, task_definition_arn: str, run_id: str) -> str:
+        self.world.step('codedeploy.create_deployment')
+        with _LOCK:
+            state = self.world.state()
+            deployment_id = f'd-FAKE{len(state["deployments"]) + 1:05d}'
+            state['deployments'][deployment_id] = {'status': 'InProgress', 'created': time.time(),
+                                                   'run_id': run_id, 'taskdef': task_definition_arn}
+            self.world.save(state)
+        return deployment_id
+
+    def find_deployment(self, *, spec: PandaDeploySpec, run_id: str) -> str | None:
+        for deployment_id, d in self.world.state()['deployments'].items():
+            if d['run_id'] == run_id:
+                return deployment_id
+        return None
+
+    def get_deployment(self, deployment_id: str) -> DeploymentState:
+        self.world.step('codedeploy.get_deployment')
+        d = self.world.state()['deployments'][deployment_id]
+        ready_after = float(self.world.script().get('ready_after', 0.2))
+        status = d['status']
+        ready = status == 'InProgress' and time.time() - d['created'] >= ready_after
+        shown = 'Ready' if ready else status
+        done = 3 if ready else 0
+        events = tuple(LifecycleEvent(name, 'Succeeded' if i < done or status == 'Succeeded' else 'Pending')
+                       for i, name in enumerate(LIFECYCLE))
+        return DeploymentState(id=deployment_id, status=shown, ready_for_traffic=ready, events=events)
+
+    def continue_deployment(self, deployment_id: str) -> None:
+        self.world.step('codedeploy.continue_deployment')
+        with _LOCK:
+            state = self.world.state()
+            state['deployments'][deployment_id]['status'] = 'Succeeded'
+            state['active'] = 'green' if state['active'] == 'blue' else 'blue'
+            self.world.save(state)
+
+    def stop_deployment(self, deployment_id: str, *, rollback: bool) -> None:
+        self.world.step('codedeploy.stop_deployment')
+        with _LOCK:
+            state = self.world.state()
+            state['deployments'][deployment_id]['status'] = 'Stopped'
+            self.world.save(state)
+
+
+class FakeLoadBalancer:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def traffic(self, *, spec: PandaDeploySpec) -> Traffic:
+        return Traffic(active_color=self.world.state()['active'], blue_url='http://blue.example.test',
+                       green_url='http://green.example.test')
+
+
+class FakeHttp:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def get(self, url: str, *, timeout: float) -> Probe:
+        self.world.step('http.get')
+        statuses = self.world.script().get('health', [200])
+        k = len(self.world.calls('http.get')) - 1
+        return Probe(status=statuses[k % len(statuses)], seconds=0.01)
+
+
+def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *, root: pathlib.Path | None = None) -> Adapters:
+    world = World(root or pathlib.Path(os.environ['PANDA_FAKE_DIR']))
+    world.log('adapters.made')
+    return Adapters(git=FakeGit(world), docker=FakeDocker(world), registry=FakeRegistry(world, spec.aws.region),
+                    ecs=FakeEcs(world), codedeploy=FakeCodeDeploy(world), loadbalancer=FakeLoadBalancer(world),
+                    http=FakeHttp(world))
+
+
+__all__ = ['World', 'make_adapters', 'Reason']

@@ -1,0 +1,264 @@
+"""The stage engine with fake adapters: order, records, failures, timeouts, resume, redaction."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime
+import functools
+import logging
+import pathlib
+import time
+from typing import Any
+
+import pytest
+
+from controller import conditions, metrics
+from controller.credentials import AwsKeys, Credentials
+from controller.errors import Transient
+from controller.models import PandaDeploySpec, PandaDeployStatus, Phase, RunResult, StageName, StageResult
+from controller.pipeline import Engine, Recorder, Run, default_stages
+from controller.pipeline.engine import Done, Wait
+from tests.fakes import World, make_adapters
+
+SPEC = {
+    'source': {'repo': 'your-org/sample-app', 'branch': 'main'},
+    'aws': {'region': 'ap-northeast-2'},
+    'healthCheck': {'checks': 3, 'intervalSeconds': 0},
+}
+
+
+class MemorySink:
+    def __init__(self) -> None:
+        self.saves: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.lines: list[str] = []
+
+    async def save(self, status: PandaDeployStatus) -> None:
+        self.saves.append(status.dump())
+
+    async def event(self, *, type: str, reason: str, message: str) -> None:
+        self.events.append((type, reason, message))
+
+    def progress(self, line: str) -> None:
+        self.lines.append(line)
+
+
+@pytest.fixture
+def world(tmp_path: pathlib.Path) -> World:
+    return World(tmp_path / 'world')
+
+
+@pytest.fixture
+def pool():
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
+        yield executor
+
+
+def make_run(spec: dict[str, Any] = SPEC, *, status: PandaDeployStatus | None = None,
+             creds: Credentials = Credentials()) -> tuple[Run, MemorySink]:
+    sink = MemorySink()
+    run = Run(spec=PandaDeploySpec.model_validate(spec), generation=1, status=status or PandaDeployStatus(),
+              credentials=creds, sink=sink, logger=logging.getLogger('test'))
+    return run, sink
+
+
+def engine_for(world: World, pool: concurrent.futures.Executor, **kwargs: Any) -> Engine:
+    factory = functools.partial(make_adapters, root=world.root)
+    return Engine(stages=kwargs.pop('stages', default_stages(poll_seconds=0.05)), adapters=factory,
+                  pool=pool, **kwargs)
+
+
+def new(run: Run) -> Run:
+    Recorder(run).begin()
+    return run
+
+
+async def test_a_run_passes_six_stages_in_order_and_records_each(world, pool):
+    run, sink = make_run()
+    result = await engine_for(world, pool).drive(new(run))
+
+    assert result == RunResult.succeeded
+    status = run.status
+    assert [r.name for r in status.stages] == list(StageName)
+    assert all(r.result == StageResult.succeeded for r in status.stages)
+    assert status.phase == Phase.succeeded
+    assert status.deployment_id and status.deployment_id.startswith('dep_') and len(status.deployment_id) == 14
+    assert status.revision and len(status.revision) == 40
+    assert status.image and status.image.uri.endswith(f'/your-org-sample-app:{status.revision}')
+    assert status.image.digest.startswith('sha256:')
+    assert status.task_definition_arn.endswith(':1')
+    assert status.code_deploy_deployment_id == 'd-FAKE00001'
+    assert status.active_color == 'green'
+    assert status.health_check.passed == 3 and status.health_check.error_rate == 0
+    ready = conditions.get(status, 'Ready')
+    assert ready.status == 'True' and status.revision[:7] in ready.message
+    assert conditions.get(status, 'Reconciling') is None and conditions.get(status, 'Stalled') is None
+    assert [c.type for c in status.conditions] == ['Ready'] + [n.value for n in StageName]
+    assert status.history[0].result == RunResult.succeeded
+    reasons = [reason for _, reason, _ in sink.events]
+    assert reasons == ['Started', 'BuildSucceeded', 'PushSucceeded', 'ServiceSucceeded', 'BlueGreenSucceeded',
+                       'VerifySucceeded', 'CompleteSucceeded', 'Succeeded']
+    assert any('[Stage 1] Dockerfile found: Dockerfile' in line for line in sink.lines)
+    assert any('[Stage 5] HealthCheck in progress - Check 3/3' in line for line in sink.lines)
+    # Each stage's record is saved before the next stage begins.
+    for k, name in enumerate(list(StageName)[1:], start=1):
+        save = next(s for s in sink.saves if s.get('stageName') == name.value)
+        assert save['stages'][k - 1]['result'] == 'Succeeded'
+
+
+async def test_the_temporary_clone_is_removed(world, pool):
+    run, _ = make_run()
+    await engine_for(world, pool).drive(new(run))
+    clone = pathlib.Path(world.calls('git.checkout.dir')[0]['path'])
+    assert not clone.exists() and not clone.parent.exists()
+
+
+async def test_a_failing_stage_ends_the_run_failed_with_its_reason(world, pool):
+    world.set_script(fail={'ecs.ensure_service': 'cluster panda-cluster not found'})
+    before = metrics.STAGE_FAILURES.labels(stage='Service', reason='ServiceUpdateFailed')._value.get()
+    run, sink = make_run()
+    result = await engine_for(world, pool).drive(new(run))
+
+    assert result == RunResult.failed
+    status = run.status
+    assert status.phase == Phase.failed
+    assert [r.result for r in status.stages] == [StageResult.succeeded] * 2 + [StageResult.failed]
+    ready = conditions.get(status, 'Ready')
+    assert (ready.status, ready.reason) == ('False', 'ServiceUpdateFailed')
+    assert 'panda-service' in ready.message and 'panda-cluster' in ready.message
+    assert conditions.get(status, 'Service').status == 'False'
+    assert sink.events[-1][:2] == ('Warning', 'ServiceUpdateFailed')
+    assert metrics.STAGE_FAILURES.labels(stage='Service', reason='ServiceUpdateFailed')._value.get() == before + 1
+    assert world.calls('codedeploy.create_deployment') == []
+
+
+async def test_a_failed_health_check_stops_the_deployment_and_keeps_blue(world, pool):
+    world.set_script(health=[200, 503, 200])
+    run, sink = make_run()
+    result = await engine_for(world, pool).drive(new(run))
+
+    assert result == RunResult.failed
+    assert len(world.calls('codedeploy.stop_deployment')) == 1
+    assert world.calls('codedeploy.continue_deployment') == []
+    assert world.state()['active'] == 'blue'
+    ready = conditions.get(run.status, 'Ready')
+    assert ready.reason == 'HealthCheckFailed' and '1/3' in ready.message and 'green.example.test' in ready.message
+    assert run.status.health_check.failed == 1
+
+
+async def test_a_stage_over_its_limit_fails_with_stage_timeout(world, pool):
+    world.set_script(delay={'docker.build': 30})
+    run, sink = make_run({**SPEC, 'timeouts': {'stageSeconds': 1}})
+    result = await engine_for(world, pool).drive(new(run))
+
+    assert result == RunResult.failed
+    ready = conditions.get(run.status, 'Ready')
+    assert ready.reason == 'StageTimeout'
+    assert ready.message.startswith('Stage 1 (Build) timed out after 1 seconds (timeout: 1 seconds)')
+    await asyncio.sleep(0.2)
+    assert world.calls('docker.build:cancelled'), 'the build was told to stop'
+
+
+async def test_the_total_limit_ends_the_run_at_whichever_stage(world, pool):
+    run, _ = make_run({**SPEC, 'timeouts': {'stageSeconds': 600, 'totalSeconds': 5}})
+    world.set_script(delay={'docker.build': 3})
+    Recorder(run).begin()
+    run.status.started_at = conditions.now() - datetime.timedelta(seconds=4)
+    result = await engine_for(world, pool).drive(run)
+    assert result == RunResult.failed
+    message = conditions.get(run.status, 'Ready').message
+    assert message.startswith('Deployment timed out at stage 1 (Build) after')
+    assert message.endswith('(timeout: 5 seconds)')
+
+
+async def test_a_resumed_run_skips_recorded_stages_and_reruns_the_interrupted_one(world, pool):
+    run, _ = make_run()
+    await engine_for(world, pool, stages=default_stages(poll_seconds=0.05)).drive(new(run), until=StageName.push)
+    builds = len(world.calls('docker.build'))
+    # As if the operator died during stage 3: stages 1-2 recorded, 3 running.
+    status = PandaDeployStatus.model_validate(run.status.dump())
+    status.phase = Phase.progressing
+    status.stages = status.stages[:2]
+    resumed, sink = make_run(status=status)
+    result = await engine_for(world, pool).drive(resumed)
+
+    assert result == RunResult.succeeded
+    assert len(world.calls('docker.build')) == builds == 1
+    assert len(world.calls('docker.push')) == 1
+    assert resumed.status.deployment_id == run.status.deployment_id
+    assert sink.events[0][1] == 'Resumed'
+
+
+async def test_an_image_already_in_the_registry_skips_clone_and_build(world, pool):
+    first, _ = make_run()
+    await engine_for(world, pool).drive(new(first))
+    second, sink = make_run()
+    await engine_for(world, pool).drive(new(second))
+
+    assert len(world.calls('docker.build')) == 1 and len(world.calls('git.checkout')) == 1
+    assert [r.result for r in second.status.stages[:2]] == [StageResult.skipped] * 2
+    assert 'already in the registry' in second.status.stages[0].message
+    assert len(world.calls('ecs.registered')) == 1, 'same task definition: no new revision'
+
+
+async def test_transient_errors_are_retried_with_backoff(world, pool, monkeypatch):
+    monkeypatch.setattr('controller.pipeline.engine.TRANSIENT_BACKOFF', (0.1, 0.2))
+    calls: list[float] = []
+
+    class Flaky:
+        name = StageName.build
+
+        def run(self, ctx):
+            calls.append(time.monotonic())
+            if len(calls) < 3:
+                raise Transient('ThrottlingException: Rate exceeded', reason='PushFailed')
+            return Done('ok')
+
+    run, _ = make_run()
+    result = await engine_for(world, pool, stages=(Flaky(),)).drive(new(run))
+    assert result == RunResult.succeeded
+    assert len(calls) == 3
+    assert calls[1] - calls[0] >= 0.1 and calls[2] - calls[1] >= 0.2
+
+
+async def test_waits_poll_without_holding_a_thread(world):
+    polls: list[int] = []
+
+    class Slow:
+        name = StageName.build
+
+        def run(self, ctx):
+            polls.append(1)
+            ctx.scratch['polls'] = ctx.scratch.get('polls', 0) + 1
+            return Done('ready') if ctx.scratch['polls'] == 3 else Wait(0.05)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as one_thread:
+        engine = engine_for(world, one_thread, stages=(Slow(),))
+        runs = [make_run()[0] for _ in range(2)]
+        results = await asyncio.gather(*(engine.drive(new(r)) for r in runs))
+    assert results == [RunResult.succeeded] * 2 and len(polls) == 6
+
+
+async def test_secrets_never_reach_status_events_or_progress(world, pool):
+    token, secret = 'tok-3f9a8b7c6d5e', 'aws-secret-9q8w7e6r5t'
+    world.set_script(fail={'ecs.register_task_definition': {
+        'reason': 'ServiceUpdateFailed', 'message': f'denied for {token} and {secret}'}})
+    run, sink = make_run(creds=Credentials(github_token=token, aws=AwsKeys('AKIDFAKE', secret)))
+    await engine_for(world, pool).drive(new(run))
+    text = repr(sink.saves) + repr(sink.events) + repr(sink.lines) + repr(run.credentials)
+    assert token not in text and secret not in text
+    assert 'denied for *** and ***' in conditions.get(run.status, 'Ready').message
+
+
+async def test_cancellation_is_recorded_as_superseded(world, pool):
+    world.set_script(delay={'docker.build': 10})
+    run, sink = make_run()
+    run.cancel_result = RunResult.superseded
+    task = asyncio.create_task(engine_for(world, pool).drive(new(run)))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert run.status.stages[0].result == StageResult.cancelled
+    assert run.status.history[0].result == RunResult.superseded
+    assert run.status.phase == Phase.pending
