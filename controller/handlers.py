@@ -56,7 +56,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **
 
 
 @kopf.on.event(*RESOURCE)
-def observe(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
+async def observe(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
     if type != 'DELETED' and 'reconciler' in memo:
         memo.reconciler.observe(dict(body))
 

@@ -162,8 +162,10 @@ class Recorder:
         self.run.sink.progress(f'[Stage {name.number}] {name.value} started')
         return record
 
-    async def record(self, fields: dict[str, Any]) -> None:
-        """Write external ids as soon as they are known."""
+    async def record(self, fields: dict[str, Any], *, abandoned: threading.Event | None = None) -> None:
+        """Write external ids as soon as they are known (not for a stage the engine gave up on)."""
+        if abandoned is not None and abandoned.is_set():
+            return
         s = self.status
         for key, value in fields.items():
             if key == 'revision':
@@ -240,6 +242,10 @@ def _seconds(record: StageRecord) -> float:
     return max(0.0, (record.completed_at - record.started_at).total_seconds())
 
 
+class StageAbandoned(Exception):
+    """Raised in a worker thread whose stage the engine no longer waits for."""
+
+
 class StageContext:
     """What a stage sees: the spec, the status so far, credentials, adapters, progress and record."""
 
@@ -268,8 +274,14 @@ class StageContext:
         self.run.sink.progress(f'[Stage {self.name.number}] {self.run.redact(message)}')
 
     def record(self, **fields: Any) -> None:
-        """Persist outputs now (from the worker thread), before the stage goes on."""
-        future = asyncio.run_coroutine_threadsafe(self._recorder.record(fields), self._loop)
+        """Persist outputs now (from the worker thread), before the stage goes on.
+
+        A stage that was abandoned (timed out, superseded, cancelled) may still be
+        running in its thread; it must not touch the status any more, so it stops here.
+        """
+        if self.cancel.is_set():
+            raise StageAbandoned(f'stage {self.name.value} was abandoned; its result is discarded')
+        future = asyncio.run_coroutine_threadsafe(self._recorder.record(fields, abandoned=self.cancel), self._loop)
         future.result(timeout=120)
 
     def promote_requested(self) -> bool:
