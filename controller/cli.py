@@ -3,6 +3,7 @@
   panda-deploy operator [kopf run options]   run the operator
   panda-deploy run -f FILE [-s SECRETS]      run the six stages once, no Kubernetes
   panda-deploy crd                           print the CRD generated from the models
+  panda-deploy sandbox kube|aws [options]    serve a sandbox stand-in (needs the [sandbox] extra)
 
 Exit codes of `run`: 0 Succeeded, 1 Failed, 2 invalid input (the field at fault is named).
 """
@@ -133,6 +134,17 @@ def _operator(args: Sequence[str]) -> None:
     kopf.cli.main.main(args=['run', '-m', 'controller.handlers', *extra], prog_name='panda-deploy operator')
 
 
+def _sandbox(which: str, args: Sequence[str]) -> int:
+    import importlib
+    try:
+        module = importlib.import_module(f'controller.sandbox.{which}')
+    except ImportError as exc:
+        print(f'panda-deploy sandbox {which}: {exc}; install the sandbox extra: pip install "panda-deploy[sandbox]"',
+              file=sys.stderr)
+        return EXIT_INVALID
+    return int(module.main(list(args)) or 0)
+
+
 def _stage(value: str) -> StageName:
     for name in StageName:
         if value.lower() in (name.value.lower(), str(name.number)):
@@ -145,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:1] == ['operator']:
         _operator(argv[1:])
         return
+    if argv[:1] == ['sandbox'] and argv[1:2] in (['kube'], ['aws']):
+        raise SystemExit(_sandbox(argv[1], argv[2:]))
     parser = argparse.ArgumentParser(prog='panda-deploy', description=__doc__.split('\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
     commands.add_parser('operator', help='run the operator (takes kopf run options)')
@@ -154,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     run.add_argument('--until', type=_stage, help='stop after this stage (e.g. Push)')
     run.add_argument('--status-out', help='write the final status here as YAML')
     commands.add_parser('crd', help='print the CRD generated from the models')
+    commands.add_parser('sandbox', help='serve a sandbox stand-in: kube (API emulator) or aws (moto + CodeDeploy)')
     args = parser.parse_args(argv)
 
     if args.command == 'crd':
