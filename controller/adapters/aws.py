@@ -1,0 +1,180 @@
+"""AWS sessions for one run, and what AWS errors mean for the run.
+
+Every AWS adapter (ECR here; ECS, CodeDeploy and ELBv2 later) gets its boto3
+session from `session_for`, so credentials are chosen in one place: the keys
+from `spec.aws.credentialsSecretRef` when given, else the default chain (IRSA
+in a pod), optionally exchanged for a role through STS AssumeRole. The keys
+are handed to botocore in memory only (never the environment, argv or a
+file). botocore's adaptive retry mode absorbs throttling and 5xx; what is
+left when it gives up becomes a `Transient` here, so the stage engine retries
+the stage with its own backoff. Endpoints: botocore honours
+`AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_<SERVICE>` itself (checked for the
+pinned botocore), which is how a moto server stands in for AWS.
+"""
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import boto3.session
+import botocore.config
+import botocore.credentials
+import botocore.exceptions
+import botocore.session
+
+from controller.credentials import Credentials, redact
+from controller.errors import PandaDeployError, Reason, StageFailed, Transient
+from controller.models import Aws
+
+ROLE_SESSION_NAME = 'panda-deploy'
+ROLE_SESSION_SECONDS = 3600
+
+CLIENT_CONFIG = botocore.config.Config(
+    retries={'mode': 'adaptive', 'max_attempts': 10},
+    connect_timeout=10,
+    read_timeout=60,
+    user_agent_extra='panda-deploy',
+)
+
+# Error codes that mean "try again later": throttling and server-side trouble.
+TRANSIENT_CODES = frozenset({
+    'Throttling', 'ThrottlingException', 'ThrottledException', 'RequestThrottledException',
+    'TooManyRequestsException', 'RequestLimitExceeded', 'RequestThrottled', 'SlowDown',
+    'ProvisionedThroughputExceededException', 'BandwidthLimitExceeded', 'PriorRequestNotComplete',
+    'EC2ThrottledException', 'InternalError', 'InternalFailure', 'InternalServerError',
+    'InternalServiceError', 'InternalServiceException', 'ServerException', 'ServiceUnavailable',
+    'ServiceUnavailableException', 'RequestTimeout', 'RequestTimeoutException', 'IDPCommunicationError',
+})
+
+# Error codes that mean the credentials themselves are refused.
+CREDENTIAL_CODES = frozenset({
+    'UnrecognizedClientException', 'InvalidClientTokenId', 'SignatureDoesNotMatch', 'ExpiredToken',
+    'ExpiredTokenException', 'InvalidAccessKeyId', 'InvalidToken', 'AuthFailure', 'IncompleteSignature',
+    'MissingAuthenticationToken', 'RequestExpired',
+})
+ACCESS_DENIED_CODES = frozenset({'AccessDenied', 'AccessDeniedException'})
+
+_CONNECTION_ERRORS = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ProxyConnectionError,
+    botocore.exceptions.HTTPClientError,
+)
+_NO_CREDENTIALS_ERRORS = (
+    botocore.exceptions.NoCredentialsError,
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.CredentialRetrievalError,
+)
+
+
+def session_for(aws: Aws, credentials: Credentials) -> boto3.session.Session:
+    """A boto3 session in `aws.region` with the run's credentials (static keys, or the default chain),
+    assuming `aws.role_arn` when set. Nothing is called until a client makes its first request."""
+    keys = credentials.aws
+    if keys is not None:
+        base = boto3.session.Session(aws_access_key_id=keys.access_key_id,
+                                     aws_secret_access_key=keys.secret_access_key,
+                                     aws_session_token=keys.session_token, region_name=aws.region)
+    else:
+        base = boto3.session.Session(region_name=aws.region)
+    if not aws.role_arn:
+        return base
+
+    role_arn = aws.role_arn
+    secrets = credentials.values()
+
+    def assume() -> dict[str, Any]:
+        """Fresh temporary credentials for the role, in botocore's refresh format."""
+        sts = base.client('sts', config=CLIENT_CONFIG)
+        try:
+            answer = sts.assume_role(RoleArn=role_arn, RoleSessionName=ROLE_SESSION_NAME,
+                                     DurationSeconds=ROLE_SESSION_SECONDS)
+        except Exception as exc:
+            raise aws_error(exc, action=f'STS AssumeRole of {role_arn}', reason=Reason.INVALID_CREDENTIALS,
+                            credentials_check=True, secrets=secrets) from exc
+        found = answer['Credentials']
+        expiration: object = found['Expiration']
+        expiry = expiration.isoformat() if isinstance(expiration, datetime.datetime) else str(expiration)
+        return {'access_key': found['AccessKeyId'], 'secret_key': found['SecretAccessKey'],
+                'token': found['SessionToken'], 'expiry_time': expiry}
+
+    core = botocore.session.Session()
+    resolver = core.get_component('credential_provider')
+    resolver.insert_before('env', _AssumedRole(assume))
+    return boto3.session.Session(botocore_session=core, region_name=aws.region)
+
+
+class _AssumedRole(botocore.credentials.CredentialProvider):
+    """First in the chain: the role's credentials, fetched on first use and refreshed before they expire."""
+    METHOD = 'panda-deploy-assume-role'
+    CANONICAL_NAME = 'custom-panda-deploy-assume-role'
+
+    def __init__(self, fetch: Any) -> None:
+        super().__init__()
+        self._fetch = fetch
+
+    def load(self) -> botocore.credentials.DeferredRefreshableCredentials:
+        return botocore.credentials.DeferredRefreshableCredentials(refresh_using=self._fetch, method=self.METHOD)
+
+
+def client(session: boto3.session.Session, service: str) -> Any:
+    """A client of `service` with the project's retry and timeout settings."""
+    return session.client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ClientError, else None."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return _code_and_message(exc)[0]
+    return None
+
+
+def _code_and_message(exc: botocore.exceptions.ClientError) -> tuple[str, str]:
+    """The error code and message; an XML error body under a JSON-protocol call (some proxies, moto's
+    IAM checks) leaves a bare HTTP status as the code, so the body's <Code> and <Message> are used then."""
+    error = exc.response.get('Error', {})
+    code, message = str(error.get('Code') or 'Unknown'), str(error.get('Message') or exc)
+    if code.isdigit() and '<Code>' in message:
+        found_code = re.search(r'<Code>([^<]+)</Code>', message)
+        found_message = re.search(r'<Message>([^<]*)</Message>', message)
+        if found_code:
+            code = found_code.group(1)
+            message = found_message.group(1) if found_message else ''
+    return code, message
+
+
+def aws_error(exc: BaseException, *, action: str, reason: str = Reason.UNEXPECTED_ERROR,
+              credentials_check: bool = False, secrets: Iterable[str] = ()) -> PandaDeployError:
+    """The project error for a failed AWS call (raise it `from exc`).
+
+    Throttling, 5xx and connection trouble: `Transient`. Refused credentials
+    (and, when the call checks the credentials, as STS calls do, AccessDenied):
+    `StageFailed(InvalidCredentials)`. Anything else: `StageFailed(reason)`.
+    Messages name the action and the AWS error code and are redacted.
+    """
+    secrets = list(secrets)
+    if isinstance(exc, PandaDeployError):
+        return exc
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code, detail = _code_and_message(exc)
+        detail = redact(detail, secrets)
+        status = int(exc.response.get('ResponseMetadata', {}).get('HTTPStatusCode') or 0)
+        text = f'{action} failed: {code}: {detail}'
+        if code in TRANSIENT_CODES or status >= 500:
+            return Transient(text)
+        if code in CREDENTIAL_CODES or (credentials_check and code in ACCESS_DENIED_CODES):
+            return StageFailed(text, reason=Reason.INVALID_CREDENTIALS)
+        return StageFailed(text, reason=reason)
+    if isinstance(exc, _NO_CREDENTIALS_ERRORS):
+        return StageFailed(f'{action} failed: no usable AWS credentials '
+                           f'(set spec.aws.credentialsSecretRef, or give the operator IRSA): '
+                           f'{redact(str(exc), secrets)}', reason=Reason.INVALID_CREDENTIALS)
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return Transient(f'{action} failed: {type(exc).__name__}: {redact(str(exc), secrets)}')
+    if isinstance(exc, botocore.exceptions.BotoCoreError):
+        return StageFailed(f'{action} failed: {type(exc).__name__}: {redact(str(exc), secrets)}', reason=reason)
+    return StageFailed(f'{action} failed: {type(exc).__name__}: {redact(str(exc), secrets)}', reason=reason)
