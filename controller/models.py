@@ -190,6 +190,24 @@ class CodeDeploy(Model):
     """CodeDeploy deployment group name."""
     deployment_config: Annotated[str, Field(min_length=1, max_length=100)] = 'CodeDeployDefault.ECSAllAtOnce'
     """CodeDeploy deployment configuration."""
+    service_role_arn: Annotated[str | None, Field(pattern=_ROLE_ARN)] = None
+    """Role CodeDeploy uses; needed only when the operator creates the deployment group."""
+
+
+_LISTENER_ARN = r'^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:listener/.+$'
+_TARGET_GROUP_ARN = r'^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:targetgroup/.+$'
+
+
+class LoadBalancer(Model):
+    """The load balancer CodeDeploy switches: needed when the service or deployment group must be created."""
+    production_listener_arn: Annotated[str, Field(pattern=_LISTENER_ARN)]
+    """Listener that serves production traffic."""
+    test_listener_arn: Annotated[str | None, Field(pattern=_LISTENER_ARN)] = None
+    """Listener that reaches the replacement task set before traffic shifts (health checks use it)."""
+    blue_target_group_arn: Annotated[str, Field(pattern=_TARGET_GROUP_ARN)]
+    """First target group of the pair ("blue"); the service starts on it."""
+    green_target_group_arn: Annotated[str, Field(pattern=_TARGET_GROUP_ARN)]
+    """Second target group of the pair ("green")."""
 
 
 class Promotion(str, enum.Enum):
@@ -205,6 +223,8 @@ class BlueGreen(Model):
     """auto: shift traffic once green passes its checks; manual: also wait for the deploy.panda.dev/promote annotation."""
     hooks: Hooks | None = None
     """Lifecycle hook functions."""
+    load_balancer: LoadBalancer | None = None
+    """Listeners and target groups; read from the deployment group when it exists."""
 
 
 class HealthCheck(Model):

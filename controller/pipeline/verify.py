@@ -40,11 +40,12 @@ class Verify:
 
         if 'continued' not in scratch:
             state = adapters.codedeploy.get_deployment(deployment_id)
-            if state.status == 'Succeeded':  # resumed after traffic already moved
-                return Done(f'Traffic switched to green (deployment {deployment_id})')
+            if state.status == 'Succeeded' or state.traffic_shifted:  # resumed after traffic already moved
+                return Done(f'Traffic switched (deployment {deployment_id})')
             url = scratch.get('url')
             if url is None:
-                url = check.url or (adapters.loadbalancer.traffic(spec=spec).green_url or '').rstrip('/') + check.path
+                # The replacement task set sits behind the colour not serving production (the test listener).
+                url = check.url or (adapters.loadbalancer.traffic(spec=spec).standby_url or '').rstrip('/') + check.path
                 scratch.update(url=url, latencies=[], failures=0, errors=[])
             latencies, done = scratch['latencies'], len(scratch['latencies'])
             if done < check.checks:
@@ -80,7 +81,8 @@ class Verify:
         if state.status in ('Failed', 'Stopped'):
             raise StageFailed(f'CodeDeploy deployment {deployment_id} {state.status} while shifting traffic'
                               + (f': {state.error}' if state.error else ''), reason=Reason.BLUE_GREEN_FAILED)
-        if state.status != 'Succeeded':
+        if state.status != 'Succeeded' and not state.traffic_shifted:
             return Wait(self.poll_seconds)
-        ctx.progress('Traffic switched to green')
-        return Done(f'Traffic switched to green (deployment {deployment_id})')
+        colour = adapters.loadbalancer.traffic(spec=spec).active_color
+        ctx.progress(f'Traffic switched to {colour}')
+        return Done(f'Traffic switched to {colour} (deployment {deployment_id})')
