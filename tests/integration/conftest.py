@@ -7,17 +7,11 @@ with a message saying how to start one.
 """
 from __future__ import annotations
 
-import io
 import os
 import pathlib
 import re
-import shutil
-import socket
 import subprocess
-import tarfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import docker
@@ -25,8 +19,9 @@ import docker.errors
 import pytest
 from moto.server import ThreadedMotoServer
 
-BASE_IMAGE = 'panda-test-base:latest'
-BUSYBOX_PATHS = ('/bin/busybox', '/usr/bin/busybox')
+from controller.sandbox import localdocker
+
+BASE_IMAGE = localdocker.BASE_IMAGE
 START_ENGINE = ('start one as root with `dockerd --storage-driver=vfs --iptables=false --bridge=none '
                 '-H unix:///var/run/docker.sock &` (apt-get install docker.io), or run .ci/run')
 
@@ -36,23 +31,6 @@ def _unavailable(message: str) -> None:
     if os.environ.get('CI'):
         pytest.fail(f'{message} (CI is set, so this fails instead of skipping)', pytrace=False)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        return int(probe.getsockname()[1])
-
-
-def _answers(url: str) -> int | None:
-    """The HTTP status `url` answers with, or None when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (urllib.error.URLError, OSError):
-        return None
 
 
 # -- Docker ---------------------------------------------------------------------------
@@ -70,92 +48,29 @@ def docker_client() -> Iterator[docker.DockerClient]:
     client.close()
 
 
-def _static_busybox() -> str | None:
-    for path in BUSYBOX_PATHS:
-        if os.path.isfile(path):
-            with open(path, 'rb') as f:
-                if b'ld-linux' not in f.read(8192):  # no program interpreter: statically linked
-                    return path
-    return None
-
-
 @pytest.fixture(scope='session')
 def base_image(docker_client: docker.DockerClient) -> str:
-    """`panda-test-base:latest`: /bin/busybox and its applets, imported from a tar (kept between sessions
-    so the layer cache of the images built on it stays valid)."""
+    """`panda-test-base:latest`, a busybox rootfs imported into the engine (no pulls)."""
     try:
-        docker_client.images.get(BASE_IMAGE)
-        return BASE_IMAGE
-    except docker.errors.ImageNotFound:
-        pass
-    busybox = _static_busybox()
-    if busybox is None:
-        _unavailable('No statically linked busybox for the test base image; apt-get install busybox-static')
-        raise AssertionError('unreachable')
-    applets = subprocess.run([busybox, '--list'], check=True, capture_output=True, text=True).stdout.split()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode='w') as tar:
-        for directory in ('bin', 'tmp', 'etc', 'root'):
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if directory == 'tmp' else 0o755
-            tar.addfile(info)
-        tar.add(busybox, arcname='bin/busybox')
-        for applet in applets:
-            if applet == 'busybox':
-                continue
-            info = tarfile.TarInfo(f'bin/{applet}')
-            info.type, info.linkname = tarfile.SYMTYPE, 'busybox'
-            tar.addfile(info)
-        passwd = b'root:x:0:0:root:/root:/bin/sh\n'
-        info = tarfile.TarInfo('etc/passwd')
-        info.size = len(passwd)
-        tar.addfile(info, io.BytesIO(passwd))
-    repository, tag = BASE_IMAGE.split(':')
-    docker_client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=tag)
-    docker_client.images.get(BASE_IMAGE)
-    return BASE_IMAGE
+        return localdocker.ensure_base_image(docker_client)
+    except localdocker.Unavailable as exc:
+        _unavailable(str(exc))
+        raise AssertionError('unreachable') from exc
 
 
 # -- registries ------------------------------------------------------------------------
 
 def _start_registry(root: pathlib.Path, *, auth: bool) -> tuple[subprocess.Popen[bytes], str, pathlib.Path]:
-    """Debian's docker-registry on a free port, storing under `root`: (process, host:port, log file)."""
-    binary = shutil.which('docker-registry')
-    if binary is None:
-        _unavailable('docker-registry is not installed (apt-get install docker-registry); '
-                     'or set PANDA_TEST_REGISTRY=host:port')
-        raise AssertionError('unreachable')
-    port = free_port()
-    address = f'127.0.0.1:{port}'
-    root.mkdir(parents=True, exist_ok=True)
-    config = [
-        'version: 0.1',
-        'log: {level: info}',
-        f'storage: {{filesystem: {{rootdirectory: {root / "data"}}}, delete: {{enabled: true}}}}',
-        f'http: {{addr: "{address}"}}',
-    ]
-    if auth:  # a missing htpasswd file: the registry makes one with a generated user and logs its password
-        config.append(f'auth: {{htpasswd: {{realm: panda-test, path: {root / "htpasswd"}}}}}')
-    (root / 'config.yml').write_text('\n'.join(config) + '\n')
-    log_path = root / 'registry.log'
-    with log_path.open('wb') as log:
-        process = subprocess.Popen([binary, 'serve', str(root / 'config.yml')], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 15
-    while _answers(f'http://{address}/v2/') is None:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            _unavailable(f'docker-registry did not start on {address}: {log_path.read_text()[-500:]}')
-        time.sleep(0.1)
-    return process, address, log_path
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        return localdocker.start_registry(root, auth=auth)
+    except localdocker.Unavailable as exc:
+        _unavailable(str(exc))
+        raise AssertionError('unreachable') from exc
+
+
+_stop = localdocker.stop
+_answers = localdocker.answers
+free_port = localdocker.free_port
 
 
 @pytest.fixture(scope='session')
