@@ -25,8 +25,9 @@ import yaml
 from controller import credentials
 from controller.config import Config
 from controller.errors import Stall
-from controller.models import API_VERSION, KIND, PandaDeploySpec, PandaDeployStatus, RunResult, StageName
-from controller.reconciler import describe_validation_error
+from controller.models import (
+    API_VERSION, KIND, PandaDeploySpec, PandaDeployStatus, RunResult, StageName, describe_validation_error,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 

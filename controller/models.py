@@ -12,6 +12,7 @@ import enum
 import re
 from typing import Annotated, Literal
 
+import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -524,3 +525,18 @@ class PandaDeploy(Model):
     metadata: dict = {}
     spec: PandaDeploySpec
     status: PandaDeployStatus | None = None
+
+
+_UNION_TAG = re.compile(r'^(int|str|float|bool|constrained-\w+|function-\w+.*|.*\[.*\])$')
+
+
+def describe_validation_error(exc: pydantic.ValidationError, *, root: str = 'spec') -> str:
+    """'spec.timeouts.stageSeconds: ...; spec.source: ...' from a pydantic error, one entry per field."""
+    by_path: dict[str, list[str]] = {}
+    for error in exc.errors():
+        location = [str(p) for p in error['loc'] if not _UNION_TAG.match(str(p))]
+        path = '.'.join([root, *location]) if location else root
+        message = error['msg'].removeprefix('Value error, ')
+        if message not in by_path.setdefault(path, []):
+            by_path[path].append(message)
+    return '; '.join(f'{path}: {" or ".join(messages)}' for path, messages in by_path.items())

@@ -16,7 +16,6 @@ import collections
 import contextlib
 import dataclasses
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -25,27 +24,12 @@ import pydantic
 from controller import conditions, credentials
 from controller.errors import Reason, Stall
 from controller.kube import Kube, KubeError, ObjectGone, merge_diff
-from controller.models import PandaDeploySpec, PandaDeployStatus, Phase, RunResult
+from controller.models import PandaDeploySpec, PandaDeployStatus, Phase, RunResult, describe_validation_error
 from controller.pipeline.engine import Engine, Recorder, Run
 
 Key = tuple[str, str]
 STALL_BACKOFF = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 PROMOTE_ANNOTATION = 'deploy.panda.dev/promote'
-
-
-_UNION_TAG = re.compile(r'^(int|str|float|bool|constrained-\w+|function-\w+.*|.*\[.*\])$')
-
-
-def describe_validation_error(exc: pydantic.ValidationError, *, root: str = 'spec') -> str:
-    """'spec.timeouts.stageSeconds: ...; spec.source: ...' from a pydantic error, one entry per field."""
-    by_path: dict[str, list[str]] = {}
-    for error in exc.errors():
-        location = [str(p) for p in error['loc'] if not _UNION_TAG.match(str(p))]
-        path = '.'.join([root, *location]) if location else root
-        message = error['msg'].removeprefix('Value error, ')
-        if message not in by_path.setdefault(path, []):
-            by_path[path].append(message)
-    return '; '.join(f'{path}: {" or ".join(messages)}' for path, messages in by_path.items())
 
 
 class Slots:

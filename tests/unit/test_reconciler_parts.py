@@ -10,8 +10,8 @@ import pytest
 from controller import conditions, credentials
 from controller.errors import Stall
 from controller.kube import merge_diff
-from controller.models import PandaDeploySpec, PandaDeployStatus, Phase
-from controller.reconciler import Slots, describe_validation_error
+from controller.models import PandaDeploySpec, PandaDeployStatus, Phase, describe_validation_error
+from controller.reconciler import Slots
 
 BASE = {'source': {'repo': 'o/r', 'tokenSecretRef': {'name': 'gh', 'key': 'token'}},
         'aws': {'region': 'ap-northeast-2', 'credentialsSecretRef': {'name': 'aws'}}}
