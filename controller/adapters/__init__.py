@@ -93,6 +93,8 @@ class DeploymentState:
     ready_for_traffic: bool = False
     events: tuple[LifecycleEvent, ...] = ()
     error: str | None = None
+    # Production traffic already moved to the replacement (CodeDeploy waits to end the original, or is done).
+    traffic_shifted: bool = False
 
 
 class CodeDeploy(Protocol):
@@ -113,6 +115,13 @@ class Traffic:
     active_color: str  # blue or green
     blue_url: str | None
     green_url: str | None
+
+    @property
+    def standby_url(self) -> str | None:
+        """The URL of the colour not serving production (the test listener's): where a deployment's
+        replacement task set is reached before traffic shifts. Colours alternate between rollouts, so
+        this is green only when blue is active."""
+        return self.green_url if self.active_color == 'blue' else self.blue_url
 
 
 class LoadBalancer(Protocol):
