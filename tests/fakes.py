@@ -49,7 +49,10 @@ class World:
     def state(self) -> dict[str, Any]:
         path = self.root / 'state.json'
         if not path.exists():
-            return {'images': {}, 'local': [], 'taskdefs': [], 'services': {}, 'deployments': {}, 'active': 'blue'}
+            # By default the service exists and runs an older image, so a run goes through CodeDeploy;
+            # tests of a first rollout clear 'services'.
+            return {'images': {}, 'local': [], 'taskdefs': [], 'deployments': {}, 'active': 'blue',
+                    'services': {'panda-service': f'arn:aws:ecs:region:{ACCOUNT}:task-definition/old:1'}}
         return json.loads(path.read_text())
 
     def save(self, state: Mapping[str, Any]) -> None:
@@ -188,6 +191,9 @@ class FakeEcs:
             self.world.save(state)
         return ServiceState(cluster=spec.ecs.cluster, service=spec.ecs.service, created=created)
 
+    def running_task_definition(self, *, spec: PandaDeploySpec) -> str | None:
+        return self.world.state()['services'].get(spec.ecs.service)
+
 
 class FakeCodeDeploy:
     def __init__(self, world: World) -> None:
@@ -199,7 +205,8 @@ class FakeCodeDeploy:
             state = self.world.state()
             deployment_id = f'd-FAKE{len(state["deployments"]) + 1:05d}'
             state['deployments'][deployment_id] = {'status': 'InProgress', 'created': time.time(),
-                                                   'run_id': run_id, 'taskdef': task_definition_arn}
+                                                   'run_id': run_id, 'taskdef': task_definition_arn,
+                                                   'service': spec.ecs.service}
             self.world.save(state)
         return deployment_id
 
@@ -225,7 +232,9 @@ class FakeCodeDeploy:
         self.world.step('codedeploy.continue_deployment')
         with _LOCK:
             state = self.world.state()
-            state['deployments'][deployment_id]['status'] = 'Succeeded'
+            deployment = state['deployments'][deployment_id]
+            deployment['status'] = 'Succeeded'
+            state['services'][deployment['service']] = deployment['taskdef']
             state['active'] = 'green' if state['active'] == 'blue' else 'blue'
             self.world.save(state)
 
@@ -242,8 +251,8 @@ class FakeLoadBalancer:
         self.world = world
 
     def traffic(self, *, spec: PandaDeploySpec) -> Traffic:
-        return Traffic(active_color=self.world.state()['active'], blue_url='http://blue.example.test',
-                       green_url='http://green.example.test')
+        return Traffic(active_color=self.world.state()['active'], blue_url='http://blue.example.test/',
+                       green_url='http://green.example.test/')
 
 
 class FakeHttp:

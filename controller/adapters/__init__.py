@@ -78,6 +78,9 @@ class Ecs(Protocol):
     def ensure_service(self, *, spec: PandaDeploySpec, task_definition_arn: str) -> ServiceState:
         """Create the service (CODE_DEPLOY controller) when missing; never update its task definition."""
 
+    def running_task_definition(self, *, spec: PandaDeploySpec) -> str | None:
+        """The task definition the service runs now, or None when there is no service."""
+
 
 @dataclasses.dataclass(frozen=True)
 class LifecycleEvent:
@@ -115,6 +118,11 @@ class Traffic:
     active_color: str  # blue or green
     blue_url: str | None
     green_url: str | None
+
+    @property
+    def active_url(self) -> str | None:
+        """The URL of the colour serving production."""
+        return self.blue_url if self.active_color == 'blue' else self.green_url
 
     @property
     def standby_url(self) -> str | None:

@@ -164,6 +164,11 @@ class EcsService:
             raise self._service_error(exc, 'CreateService', cluster=cluster, service=name) from exc
         return ServiceState(cluster=cluster, service=name, created=True)
 
+    def running_task_definition(self, *, spec: PandaDeploySpec) -> str | None:
+        """The task definition the service runs now (its primary task set's), or None without a service."""
+        found = self._describe(cluster=spec.ecs.cluster, service=spec.ecs.service)
+        return str(found['taskDefinition']) if found and found.get('taskDefinition') else None
+
     # -- inside ------------------------------------------------------------------------
 
     def _describe(self, *, cluster: str, service: str) -> dict[str, Any] | None:

@@ -4,6 +4,9 @@ The deployment id is recorded the moment it exists; a resumed run polls the
 recorded deployment (or finds the one started for this run) and never starts
 a second. The stage ends when CodeDeploy reports the replacement task set
 ready for traffic (deploymentReadyOption: wait), polled without a thread.
+When the service already runs the run's task definition (it was just
+created with it, or the image is unchanged) there is nothing to switch and
+the stage is skipped.
 """
 from __future__ import annotations
 
@@ -28,6 +31,10 @@ class BlueGreen:
             if deployment_id is None:
                 arn = ctx.status.task_definition_arn
                 assert arn, 'Service records the task definition before BlueGreen runs'
+                if ctx.adapters.ecs.running_task_definition(spec=spec) == arn:
+                    # A new service, or this image is already live: nothing to switch.
+                    return Done(f'ECS service {spec.ecs.service} already runs {arn.rsplit("/", 1)[-1]}; '
+                                'no deployment needed', skipped=True)
                 deployment_id = codedeploy.create_deployment(spec=spec, task_definition_arn=arn, run_id=run_id)
                 ctx.progress(f'CodeDeploy deployment {deployment_id} created')
             ctx.record(code_deploy_deployment_id=deployment_id)

@@ -1,7 +1,8 @@
 """Stage 5, Verify: health-check green, then let CodeDeploy shift production traffic.
 
 Green gets `healthCheck.checks` checks, one per poll, `intervalSeconds`
-apart (no thread held between them). All pass: with `promotion: manual` the
+apart (no thread held between them); when stage 4 had nothing to switch,
+production gets them instead and there is no traffic to move. All pass: with `promotion: manual` the
 stage waits for the `deploy.panda.dev/promote` annotation, then continues the
 CodeDeploy deployment and waits for it to succeed. Any check fails: the
 deployment is stopped with rollback, traffic stays on blue, the run fails.
@@ -34,37 +35,45 @@ class Verify:
     def run(self, ctx: StageContext) -> Done | Wait:
         spec, adapters = ctx.spec, ctx.adapters
         deployment_id = ctx.status.code_deploy_deployment_id
-        assert deployment_id, 'BlueGreen records the deployment before Verify runs'
         check = spec.health_check
         scratch = ctx.scratch
 
-        if 'continued' not in scratch:
+        if deployment_id and 'continued' not in scratch:
             state = adapters.codedeploy.get_deployment(deployment_id)
             if state.status == 'Succeeded' or state.traffic_shifted:  # resumed after traffic already moved
                 return Done(f'Traffic switched (deployment {deployment_id})')
-            url = scratch.get('url')
-            if url is None:
-                # The replacement task set sits behind the colour not serving production (the test listener).
-                url = check.url or (adapters.loadbalancer.traffic(spec=spec).standby_url or '').rstrip('/') + check.path
-                scratch.update(url=url, latencies=[], failures=0, errors=[])
-            latencies, done = scratch['latencies'], len(scratch['latencies'])
+
+        if 'continued' not in scratch:
+            if 'url' not in scratch:
+                traffic = adapters.loadbalancer.traffic(spec=spec)
+                # With a deployment, the replacement sits behind the colour not serving production (the
+                # test listener); without one (a new service, an unchanged image) production is checked.
+                base = traffic.standby_url if deployment_id else traffic.active_url
+                scratch.update(url=check.url or (base or '').rstrip('/') + check.path,
+                               latencies=[], failures=0, errors=[])
+            url, latencies = scratch['url'], scratch['latencies']
+            done = len(latencies)
             if done < check.checks:
                 probe = adapters.http.get(url, timeout=check.timeout_seconds)
                 latencies.append(probe.seconds)
-                if probe.status != check.expected_status:
+                ok = probe.status == check.expected_status
+                if not ok:
                     scratch['failures'] += 1
                     scratch['errors'].append(probe.error or f'HTTP {probe.status}')
                 ctx.progress(f'HealthCheck in progress - Check {done + 1}/{check.checks}'
-                             + ('' if probe.status == check.expected_status else f' failed ({scratch["errors"][-1]})'))
+                             + ('' if ok else f' failed ({scratch["errors"][-1]})'))
                 if done + 1 < check.checks:
                     return Wait(check.interval_seconds)
             summary = summarise_checks(url, latencies, scratch['failures'], check.checks)
             ctx.record(health_check=summary)
             if summary.failed:
-                adapters.codedeploy.stop_deployment(deployment_id, rollback=True)
-                ctx.progress('Deployment stopped and rolled back; traffic stays on blue')
+                if deployment_id:
+                    adapters.codedeploy.stop_deployment(deployment_id, rollback=True)
+                    ctx.progress('Deployment stopped and rolled back; traffic stays where it was')
                 raise HealthCheckFailed(url=url, failed=summary.failed, total=summary.total,
                                         detail=scratch['errors'][0])
+            if not deployment_id:
+                return Done(f'{summary.total}/{summary.total} checks passed on {url}; no traffic to shift')
             if spec.blue_green.promotion == Promotion.manual and not ctx.promote_requested():
                 if not ctx.status.promotion:
                     ctx.record(promotion=f'Green passed {summary.total}/{summary.total} checks; '
@@ -73,10 +82,11 @@ class Verify:
                 return Wait(self.poll_seconds)
             adapters.codedeploy.continue_deployment(deployment_id)
             scratch['continued'] = True
-            ctx.progress('Traffic shift to green started')
+            ctx.progress('Traffic shift started')
             if ctx.status.promotion:
                 ctx.record(promotion=None)
 
+        assert deployment_id
         state = adapters.codedeploy.get_deployment(deployment_id)
         if state.status in ('Failed', 'Stopped'):
             raise StageFailed(f'CodeDeploy deployment {deployment_id} {state.status} while shifting traffic'

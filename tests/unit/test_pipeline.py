@@ -262,3 +262,47 @@ async def test_cancellation_is_recorded_as_superseded(world, pool):
     assert run.status.stages[0].result == StageResult.cancelled
     assert run.status.history[0].result == RunResult.superseded
     assert run.status.phase == Phase.pending
+
+
+async def test_a_first_rollout_creates_the_service_and_checks_production_without_a_deployment(world, pool):
+    state = world.state()
+    state['services'] = {}
+    world.save(state)
+    run, sink = make_run()
+    result = await engine_for(world, pool).drive(new(run))
+
+    assert result == RunResult.succeeded
+    records = {r.name: r for r in run.status.stages}
+    assert records[StageName.blue_green].result == StageResult.skipped
+    assert 'no deployment needed' in records[StageName.blue_green].message
+    assert world.calls('codedeploy.create_deployment') == []
+    assert run.status.code_deploy_deployment_id is None
+    assert run.status.health_check.url == 'http://blue.example.test/'  # production: blue is active
+    assert run.status.active_color == 'blue'
+
+
+async def test_the_same_image_again_makes_no_new_revision_and_no_new_deployment(world, pool):
+    first, _ = make_run()
+    await engine_for(world, pool).drive(new(first))
+    again, _ = make_run({**SPEC, 'healthCheck': {'checks': 2, 'intervalSeconds': 0}})
+    result = await engine_for(world, pool).drive(new(again))
+
+    assert result == RunResult.succeeded
+    assert len(world.calls('ecs.registered')) == 1
+    assert len(world.calls('codedeploy.create_deployment')) == 1
+    assert again.status.stage_record(StageName.blue_green).result == StageResult.skipped
+
+
+async def test_manual_promotion_waits_for_the_request(world, pool):
+    promote = False
+    run, sink = make_run({**SPEC, 'blueGreen': {'promotion': 'manual'}})
+    run.promote_requested = lambda: promote
+    task = asyncio.create_task(engine_for(world, pool).drive(new(run)))
+    await asyncio.sleep(1.5)
+    assert not task.done()
+    assert run.status.stage_name == StageName.verify
+    assert 'deploy.panda.dev/promote' in run.status.promotion
+    assert world.calls('codedeploy.continue_deployment') == []
+    promote = True
+    assert await asyncio.wait_for(task, 10) == RunResult.succeeded
+    assert run.status.promotion is None and len(world.calls('codedeploy.continue_deployment')) == 1
