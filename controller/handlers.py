@@ -55,12 +55,6 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **
     await memo.reconciler.reconcile(body=copy.deepcopy(dict(body)), logger=logger)
 
 
-@kopf.on.event(*RESOURCE)
-async def observe(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
-    if type != 'DELETED' and 'reconciler' in memo:
-        memo.reconciler.observe(dict(body))
-
-
 @kopf.on.delete(*RESOURCE)
 async def delete(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     await memo.reconciler.forget(body=dict(body), logger=logger)

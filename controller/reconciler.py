@@ -113,18 +113,15 @@ class Reconciler:
         self.engine = engine
         self.slots = Slots(workers)
         self._handles: dict[Key, Handle] = {}
-        self._annotations: dict[Key, Mapping[str, str]] = {}
 
     @staticmethod
     def key_of(body: Mapping[str, Any]) -> Key:
         return body['metadata']['namespace'], body['metadata']['name']
 
-    def observe(self, body: Mapping[str, Any]) -> None:
-        """Keep the latest annotations (promotion requests) without any API call."""
-        self._annotations[self.key_of(body)] = dict(body['metadata'].get('annotations') or {})
-
     def promote_requested(self, key: Key) -> bool:
-        value = self._annotations.get(key, {}).get(PROMOTE_ANNOTATION, '')
+        """Whether the resource carries the promote annotation now (read while a run waits for it)."""
+        body = self.kube.get(namespace=key[0], name=key[1]) or {}
+        value = str((body.get('metadata', {}).get('annotations') or {}).get(PROMOTE_ANNOTATION, ''))
         return value.lower() not in ('', 'false', '0', 'no')
 
     def running(self, key: Key) -> bool:
@@ -133,7 +130,6 @@ class Reconciler:
 
     async def reconcile(self, *, body: Mapping[str, Any], logger: logging.Logger) -> None:
         key = self.key_of(body)
-        self.observe(body)
         generation = int(body['metadata'].get('generation') or 1)
         handle = self._handles.get(key)
         status_raw: Mapping[str, Any] = body.get('status') or {}
@@ -167,7 +163,6 @@ class Reconciler:
         """The resource is being deleted: cancel its run (AWS resources stay)."""
         key = self.key_of(body)
         handle = self._handles.pop(key, None)
-        self._annotations.pop(key, None)
         if handle is not None and not handle.task.done():
             logger.info('Deleted: cancelling the run for generation %d', handle.generation)
             await self._stop(handle, RunResult.cancelled)

@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import datetime
+import functools
 import logging
 import random
 import string
@@ -83,8 +84,9 @@ class Run:
     sink: Sink
     logger: logging.Logger
     promote_requested: Callable[[], bool] = lambda: False
-    # Set by whoever cancels the run: Superseded or Cancelled.
-    cancel_result: RunResult = RunResult.cancelled
+    # Set by whoever cancels the run: Superseded or Cancelled. None (operator shutdown): the run is
+    # only interrupted; its status stays as it is so the next operator resumes it.
+    cancel_result: RunResult | None = None
 
     def redact(self, text: str) -> str:
         return redact(text, self.credentials.values())
@@ -204,10 +206,10 @@ class Recorder:
         self.run.sink.progress(f'[Stage {name.number}] failed: {error.reason}: {message}')
         await self.finish(RunResult.failed, reason=error.reason, message=message)
 
-    async def stage_cancelled(self, name: StageName, record: StageRecord) -> None:
+    async def stage_cancelled(self, name: StageName, record: StageRecord, result: RunResult) -> None:
         record.result = StageResult.cancelled
         record.completed_at = conditions.now()
-        record.message = f'{self.run.cancel_result.value} while running'
+        record.message = f'{result.value} while running'
 
     async def finish(self, result: RunResult, *, reason: str, message: str) -> None:
         s = self.status
@@ -323,7 +325,9 @@ class Engine:
                     outcome = await self._run_stage(stage, ctx, record)
                 except asyncio.CancelledError:
                     ctx.cancel.set()
-                    await recorder.stage_cancelled(stage.name, record)
+                    if run.cancel_result is not None:
+                        await recorder.stage_cancelled(stage.name, record, run.cancel_result)
+                        await self._stop_open_deployment(run, adapters)
                     raise
                 except PandaDeployError as exc:
                     ctx.cancel.set()
@@ -347,12 +351,28 @@ class Engine:
             return RunResult.succeeded
         except asyncio.CancelledError:
             result = run.cancel_result
-            stage = run.status.stage or 'start'
-            await asyncio.shield(recorder.finish(
-                result, reason=result.value, message=f'Run {run.status.deployment_id} {result.value.lower()} at stage {stage}'))
+            if result is not None:  # superseded or deleted: the run ends here, in history
+                stage = run.status.stage or 'start'
+                await asyncio.shield(recorder.finish(
+                    result, reason=result.value,
+                    message=f'Run {run.status.deployment_id} {result.value.lower()} at stage {stage}'))
             raise
         finally:
             metrics.RUNS_IN_PROGRESS.dec()
+
+    async def _stop_open_deployment(self, run: Run, adapters: Callable[[], Adapters]) -> None:
+        """A run that ends while its CodeDeploy deployment is open stops it with rollback, so traffic stays
+        where it was and the next run is not blocked by an open deployment."""
+        deployment_id = run.status.code_deploy_deployment_id
+        if not deployment_id or run.status.stage_name not in (StageName.blue_green, StageName.verify):
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            stop = functools.partial(adapters().codedeploy.stop_deployment, deployment_id, rollback=True)
+            await asyncio.shield(asyncio.wait_for(loop.run_in_executor(self.pool, stop), timeout=60))
+            run.sink.progress(f'CodeDeploy deployment {deployment_id} stopped with rollback')
+        except Exception as exc:  # best effort: the deployment's own timeout still ends it
+            run.logger.warning('Could not stop CodeDeploy deployment %s: %s', deployment_id, run.redact(str(exc)))
 
     async def _run_stage(self, stage: Stage, ctx: StageContext, record: StageRecord) -> Done:
         run = ctx.run

@@ -128,14 +128,18 @@ def test_a_delete_mid_run_cancels_it_and_releases_the_finalizer(cluster: Cluster
     assert world.calls('ecr.ensure_repository') == [] or world.calls('docker.push') == []
 
 
-def test_a_killed_operator_resumes_without_redoing_stage_1(cluster: Cluster, operator: Operator, world: World):
-    world.set_script(delay={'docker.push': 30})
+@pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGTERM], ids=['SIGKILL', 'SIGTERM'])
+def test_a_stopped_operator_resumes_without_redoing_stage_1(cluster: Cluster, operator: Operator, world: World,
+                                                             sig: int):
+    # SIGTERM waits for the push in flight (a blocking call) to return before the process exits.
+    world.set_script(delay={'docker.push': 5})
     cluster.apply_secrets(**SECRETS)
     cluster.create('app', SPEC)
     wait_for(lambda: world.calls('docker.push'), what='stage 2 to push')
     before = cluster.status('app')
     assert before['stageName'] == 'Push' and before['stages'][0]['result'] == 'Succeeded'
-    operator.kill(signal.SIGKILL)
+    operator.kill(sig)
+    assert cluster.status('app')['phase'] == 'Progressing', 'a stopping operator records no end of the run'
     world.set_script()
     operator.start()
     wait_for(lambda: cluster.ready('app'), what='Ready after restart')
@@ -217,3 +221,18 @@ def test_runs_beyond_the_pool_wait_queued_and_start_in_order(cluster: Cluster, o
     for (_, end), (start, _) in zip(ends_and_starts, ends_and_starts[1:]):
         assert start >= end, 'one worker: runs do not overlap'
     assert [e['reason'] for e in cluster.events('app-c')][0] == 'Queued'
+
+
+def test_manual_promotion_waits_for_the_annotation(cluster: Cluster, operator: Operator, world: World):
+    cluster.apply_secrets(**SECRETS)
+    cluster.create('app', {**SPEC, 'blueGreen': {'promotion': 'manual'}})
+    wait_for(lambda: cluster.status('app').get('promotion'), what='waiting for promotion')
+    status = cluster.status('app')
+    assert status['stageName'] == 'Verify' and status['phase'] == 'Progressing'
+    assert 'deploy.panda.dev/promote' in status['promotion']
+    time.sleep(1)
+    assert world.calls('codedeploy.continue_deployment') == []
+    cluster.patch('app', {'metadata': {'annotations': {'deploy.panda.dev/promote': 'true'}}})
+    wait_for(lambda: cluster.ready('app'), what='Ready after promotion')
+    assert 'promotion' not in cluster.status('app')
+    assert len(world.calls('codedeploy.continue_deployment')) == 1

@@ -306,3 +306,35 @@ async def test_manual_promotion_waits_for_the_request(world, pool):
     promote = True
     assert await asyncio.wait_for(task, 10) == RunResult.succeeded
     assert run.status.promotion is None and len(world.calls('codedeploy.continue_deployment')) == 1
+
+
+async def test_a_run_interrupted_by_shutdown_records_nothing_and_resumes(world, pool):
+    world.set_script(delay={'docker.push': 10})
+    run, sink = make_run()
+    task = asyncio.create_task(engine_for(world, pool).drive(new(run)))
+    await asyncio.sleep(0.5)
+    saves = len(sink.saves)
+    task.cancel()  # cancel_result None: the operator is stopping
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(sink.saves) == saves and run.status.phase == Phase.progressing and run.status.history == []
+    world.set_script()
+    resumed, _ = make_run(status=PandaDeployStatus.model_validate(run.status.dump()))
+    assert await engine_for(world, pool).drive(resumed) == RunResult.succeeded
+    assert len(world.calls('docker.build')) == 1
+
+
+async def test_a_superseded_run_stops_its_open_deployment_with_rollback(world, pool):
+    world.set_script(ready_after=30)
+    run, _ = make_run()
+    run.cancel_result = RunResult.superseded
+    task = asyncio.create_task(engine_for(world, pool).drive(new(run)))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if run.status.code_deploy_deployment_id:
+            break
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(world.calls('codedeploy.stop_deployment')) == 1
+    assert world.state()['deployments'][run.status.code_deploy_deployment_id]['status'] == 'Stopped'
