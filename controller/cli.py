@@ -4,6 +4,7 @@
   panda-deploy run -f FILE [-s SECRETS]      run the six stages once, no Kubernetes
   panda-deploy crd                           print the CRD generated from the models
   panda-deploy sandbox kube|aws [options]    serve a sandbox stand-in (needs the [sandbox] extra)
+  panda-deploy demo                          the embedded sandbox, end to end
 
 Exit codes of `run`: 0 Succeeded, 1 Failed, 2 invalid input (the field at fault is named).
 """
@@ -160,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if argv[:1] == ['sandbox'] and argv[1:2] in (['kube'], ['aws']):
         raise SystemExit(_sandbox(argv[1], argv[2:]))
+    if argv[:1] == ['demo']:
+        raise SystemExit(_sandbox('demo', argv[1:]))
     parser = argparse.ArgumentParser(prog='panda-deploy', description=__doc__.split('\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
     commands.add_parser('operator', help='run the operator (takes kopf run options)')
@@ -169,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     run.add_argument('--until', type=_stage, help='stop after this stage (e.g. Push)')
     run.add_argument('--status-out', help='write the final status here as YAML')
     commands.add_parser('crd', help='print the CRD generated from the models')
+    commands.add_parser('demo', help='run the embedded sandbox end to end (needs a Docker engine)')
     commands.add_parser('sandbox', help='serve a sandbox stand-in: kube (API emulator) or aws (moto + CodeDeploy)')
     args = parser.parse_args(argv)
 
