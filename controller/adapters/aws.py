@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import boto3.session
@@ -178,3 +179,31 @@ def aws_error(exc: BaseException, *, action: str, reason: str = Reason.UNEXPECTE
     if isinstance(exc, botocore.exceptions.BotoCoreError):
         return StageFailed(f'{action} failed: {type(exc).__name__}: {redact(str(exc), secrets)}', reason=reason)
     return StageFailed(f'{action} failed: {type(exc).__name__}: {redact(str(exc), secrets)}', reason=reason)
+
+
+class AwsAdapter:
+    """What every AWS adapter shares: lazily built clients (or ready-made ones, e.g. a botocore
+    Stubber's, by service name) and errors mapped with the adapter's own failure reason."""
+    failure_reason: str = Reason.UNEXPECTED_ERROR
+
+    def __init__(self, *, session: boto3.session.Session | None = None, credentials: Credentials | None = None,
+                 clients: Mapping[str, Any] | None = None) -> None:
+        if session is None and not clients:
+            raise ValueError('a boto3 session or clients are required')
+        self._session = session
+        self._secrets = credentials.values() if credentials is not None else []
+        self._lock = threading.Lock()
+        self._clients: dict[str, Any] = dict(clients or {})
+
+    def _client(self, service: str) -> Any:
+        with self._lock:
+            if service not in self._clients:
+                assert self._session is not None, f'no {service} client given'
+                try:
+                    self._clients[service] = client(self._session, service)
+                except Exception as exc:
+                    raise aws_error(exc, action=f'{service} client', secrets=self._secrets) from exc
+            return self._clients[service]
+
+    def _error(self, exc: BaseException, action: str) -> PandaDeployError:
+        return aws_error(exc, action=action, reason=self.failure_reason, secrets=self._secrets)

@@ -26,15 +26,12 @@ import hashlib
 import json
 import math
 import re
-import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-import boto3.session
 
 from controller.adapters import DeploymentState, LifecycleEvent
-from controller.adapters.aws import aws_error, client, error_code
-from controller.credentials import Credentials
+from controller.adapters.aws import AwsAdapter, error_code
 from controller.errors import Reason, StageFailed, Transient
 from controller.models import PandaDeploySpec
 
@@ -218,19 +215,10 @@ def run_of(description_text: str | None) -> str | None:
 # -- the adapter ------------------------------------------------------------------------
 
 
-class CodeDeployDeployments:
+class CodeDeployDeployments(AwsAdapter):
     """The `CodeDeploy` adapter: one application and deployment group per spec, one deployment per run."""
 
-    def __init__(self, *, session: boto3.session.Session | None = None, credentials: Credentials | None = None,
-                 clients: Mapping[str, Any] | None = None) -> None:
-        """The client comes from `session` (see `controller.adapters.aws.session_for`), or ready-made
-        as `clients['codedeploy']`, e.g. a botocore Stubber's."""
-        if session is None and not clients:
-            raise ValueError('a boto3 session or clients are required')
-        self._session = session
-        self._secrets = credentials.values() if credentials is not None else []
-        self._lock = threading.Lock()
-        self._clients: dict[str, Any] = dict(clients or {})
+    failure_reason = Reason.BLUE_GREEN_FAILED
 
     # -- CodeDeploy protocol -----------------------------------------------------------
 
@@ -246,7 +234,7 @@ class CodeDeployDeployments:
             'revision': revision(appspec(spec, task_definition_arn=task_definition_arn)),
         }
         try:
-            return str(self._codedeploy().create_deployment(**request)['deploymentId'])
+            return str(self._client('codedeploy').create_deployment(**request)['deploymentId'])
         except Exception as exc:
             if error_code(exc) == 'DeploymentLimitExceededException':
                 open_ids = ', '.join(self._open_deployments(spec)) or 'unknown'
@@ -281,7 +269,7 @@ class CodeDeployDeployments:
     def get_deployment(self, deployment_id: str) -> DeploymentState:
         """Status, readiness for traffic, the target's lifecycle events and the error, as one poll sees them."""
         try:
-            info = self._codedeploy().get_deployment(deploymentId=deployment_id)['deploymentInfo']
+            info = self._client('codedeploy').get_deployment(deploymentId=deployment_id)['deploymentInfo']
         except Exception as exc:
             raise self._error(exc, f'CodeDeploy GetDeployment {deployment_id}') from exc
         raw = str(info.get('status') or 'Created')
@@ -303,7 +291,7 @@ class CodeDeployDeployments:
         deployment is in progress or has succeeded.
         """
         try:
-            self._codedeploy().continue_deployment(deploymentId=deployment_id, deploymentWaitType='READY_WAIT')
+            self._client('codedeploy').continue_deployment(deploymentId=deployment_id, deploymentWaitType='READY_WAIT')
         except Exception as exc:
             if error_code(exc) in ('DeploymentIsNotInReadyStateException', 'DeploymentAlreadyCompletedException'):
                 status = self._status(deployment_id)
@@ -316,7 +304,7 @@ class CodeDeployDeployments:
     def stop_deployment(self, deployment_id: str, *, rollback: bool) -> None:
         """Stop the deployment, rolling back to blue when `rollback`; a no-op when it already stopped or failed."""
         try:
-            self._codedeploy().stop_deployment(deploymentId=deployment_id, autoRollbackEnabled=rollback)
+            self._client('codedeploy').stop_deployment(deploymentId=deployment_id, autoRollbackEnabled=rollback)
         except Exception as exc:
             if error_code(exc) == 'DeploymentAlreadyCompletedException':
                 status = self._status(deployment_id)
@@ -332,7 +320,7 @@ class CodeDeployDeployments:
         """The deployment group's info, creating application and group when missing and the spec allows."""
         code_deploy = spec.blue_green.code_deploy
         where = f'{code_deploy.application}/{code_deploy.deployment_group}'
-        cd = self._codedeploy()
+        cd = self._client('codedeploy')
         try:
             group = dict(cd.get_deployment_group(applicationName=code_deploy.application,
                                                  deploymentGroupName=code_deploy.deployment_group)
@@ -357,7 +345,7 @@ class CodeDeployDeployments:
             raise StageFailed(f'{missing} does not exist; create it (ECS, blue/green with traffic control, '
                               f'deploymentReadyOption STOP_DEPLOYMENT) or set {" and ".join(needs)} '
                               f'so the operator creates it', reason=Reason.BLUE_GREEN_FAILED)
-        cd = self._codedeploy()
+        cd = self._client('codedeploy')
         if application_missing:
             try:
                 cd.create_application(applicationName=code_deploy.application, computePlatform='ECS')
@@ -417,7 +405,7 @@ class CodeDeployDeployments:
 
     def _lifecycle_events(self, deployment_id: str) -> tuple[LifecycleEvent, ...]:
         """The ECS target's lifecycle events in CodeDeploy's order; none before the deployment starts."""
-        cd = self._codedeploy()
+        cd = self._client('codedeploy')
         events: list[LifecycleEvent] = []
         try:
             for page in cd.get_paginator('list_deployment_targets').paginate(deploymentId=deployment_id):
@@ -436,7 +424,7 @@ class CodeDeployDeployments:
 
     def _status(self, deployment_id: str) -> str:
         try:
-            return str(self._codedeploy().get_deployment(deploymentId=deployment_id)['deploymentInfo']['status'])
+            return str(self._client('codedeploy').get_deployment(deploymentId=deployment_id)['deploymentInfo']['status'])
         except Exception as exc:
             raise self._error(exc, f'CodeDeploy GetDeployment {deployment_id}') from exc
 
@@ -448,7 +436,7 @@ class CodeDeployDeployments:
 
     def _list(self, spec: PandaDeploySpec, **filters: Any) -> Iterator[str]:
         code_deploy = spec.blue_green.code_deploy
-        pages = self._codedeploy().get_paginator('list_deployments').paginate(
+        pages = self._client('codedeploy').get_paginator('list_deployments').paginate(
             applicationName=code_deploy.application, deploymentGroupName=code_deploy.deployment_group, **filters)
         for page in pages:
             yield from (str(i) for i in page.get('deployments') or [])
@@ -457,22 +445,9 @@ class CodeDeployDeployments:
         ids = list(ids)
         found: list[dict[str, Any]] = []
         for start in range(0, len(ids), BATCH_GET_LIMIT):
-            answer = self._codedeploy().batch_get_deployments(deploymentIds=ids[start:start + BATCH_GET_LIMIT])
+            answer = self._client('codedeploy').batch_get_deployments(deploymentIds=ids[start:start + BATCH_GET_LIMIT])
             found.extend(answer.get('deploymentsInfo') or [])
         return found
-
-    def _codedeploy(self) -> Any:
-        with self._lock:
-            if 'codedeploy' not in self._clients:
-                assert self._session is not None
-                try:
-                    self._clients['codedeploy'] = client(self._session, 'codedeploy')
-                except Exception as exc:
-                    raise aws_error(exc, action='codedeploy client', secrets=self._secrets) from exc
-            return self._clients['codedeploy']
-
-    def _error(self, exc: BaseException, action: str) -> Exception:
-        return aws_error(exc, action=action, reason=Reason.BLUE_GREEN_FAILED, secrets=self._secrets)
 
 
 def _timestamp(value: object) -> float:

@@ -25,12 +25,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
 
 import boto3.session
 
 from controller.adapters import RegistryAuth
-from controller.adapters.aws import aws_error, client, error_code
+from controller.adapters.aws import AwsAdapter, aws_error, error_code
 from controller.credentials import Credentials
 from controller.errors import Reason, StageFailed, Transient
 
@@ -82,14 +81,13 @@ def fetch_manifest(*, registry: str, repository: str, reference: str, timeout: f
     return body.decode('utf-8'), media_type
 
 
-class EcrRegistry:
+class EcrRegistry(AwsAdapter):
     """The `Registry` adapter: ECR in one account and region, through one boto3 session."""
 
+    failure_reason = Reason.PUSH_FAILED
+
     def __init__(self, *, session: boto3.session.Session, credentials: Credentials | None = None) -> None:
-        self._session = session
-        self._secrets = credentials.values() if credentials is not None else []
-        self._lock = threading.Lock()
-        self._clients: dict[str, Any] = {}
+        super().__init__(session=session, credentials=credentials)
         self._account: str | None = None
         self._token: _Token | None = None
 
@@ -208,18 +206,6 @@ class EcrRegistry:
                 return None
             raise self._error(exc, f'ECR DescribeRepositories {name}') from exc
         return str(found[0]['repositoryUri']) if found else None
-
-    def _client(self, service: str) -> Any:
-        with self._lock:
-            if service not in self._clients:
-                try:
-                    self._clients[service] = client(self._session, service)
-                except Exception as exc:
-                    raise aws_error(exc, action=f'{service} client', secrets=self._secrets) from exc
-            return self._clients[service]
-
-    def _error(self, exc: BaseException, action: str) -> Exception:
-        return aws_error(exc, action=action, reason=Reason.PUSH_FAILED, secrets=self._secrets)
 
     def _cache_key(self) -> tuple[str, str, str, str]:
         ecr = self._client('ecr')

@@ -20,14 +20,13 @@ error code; throttling, 5xx and dropped connections are `Transient`.
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Any
 
 import boto3.session
 
 from controller.adapters import ServiceState
-from controller.adapters.aws import aws_error, client, error_code
+from controller.adapters.aws import AwsAdapter, error_code
 from controller.adapters.codedeploy import missing_layout_text, traffic_layout
 from controller.credentials import Credentials
 from controller.errors import PandaDeployError, Reason, ServiceUpdateFailed, Transient
@@ -103,19 +102,14 @@ def _changed_containers(wanted: list[Mapping[str, Any]], current: list[Mapping[s
     return changed
 
 
-class EcsService:
+class EcsService(AwsAdapter):
     """The `Ecs` adapter: task definitions and the service, through one boto3 session."""
+
+    failure_reason = Reason.SERVICE_UPDATE_FAILED
 
     def __init__(self, *, session: boto3.session.Session | None = None, credentials: Credentials | None = None,
                  clients: Mapping[str, Any] | None = None) -> None:
-        """Clients come from `session` (see `controller.adapters.aws.session_for`), or ready-made from
-        `clients` by service name ('ecs', 'codedeploy', 'elbv2'), e.g. a botocore Stubber's."""
-        if session is None and not clients:
-            raise ValueError('a boto3 session or clients are required')
-        self._session = session
-        self._secrets = credentials.values() if credentials is not None else []
-        self._lock = threading.Lock()
-        self._clients: dict[str, Any] = dict(clients or {})
+        super().__init__(session=session, credentials=credentials, clients=clients)
         self.last_changes: list[str] = []
         """The fields that made the last `register_task_definition` register (for messages and tests)."""
 
@@ -239,19 +233,6 @@ class EcsService:
             raise ServiceUpdateFailed(cluster=cluster, service=service,
                                       detail=f'target group {layout.blue_target_group} not found')
         return str(groups[0]['TargetGroupArn'])
-
-    def _client(self, service: str) -> Any:
-        with self._lock:
-            if service not in self._clients:
-                assert self._session is not None, f'no {service} client given'
-                try:
-                    self._clients[service] = client(self._session, service)
-                except Exception as exc:
-                    raise aws_error(exc, action=f'{service} client', secrets=self._secrets) from exc
-            return self._clients[service]
-
-    def _error(self, exc: BaseException, action: str) -> PandaDeployError:
-        return aws_error(exc, action=action, reason=Reason.SERVICE_UPDATE_FAILED, secrets=self._secrets)
 
     def _service_error(self, exc: BaseException, action: str, *, cluster: str, service: str) -> PandaDeployError:
         """`ServiceUpdateFailed` naming cluster, service and the AWS error code.

@@ -15,17 +15,13 @@ other colour through the test listener (None when the group has none).
 """
 from __future__ import annotations
 
-import threading
-from collections.abc import Mapping
 from typing import Any
 
-import boto3.session
 
 from controller.adapters import Traffic
-from controller.adapters.aws import aws_error, client
+from controller.adapters.aws import AwsAdapter
 from controller.adapters.codedeploy import TrafficLayout, missing_layout_text, target_group_name, traffic_layout
-from controller.credentials import Credentials
-from controller.errors import PandaDeployError, Reason, StageFailed
+from controller.errors import Reason, StageFailed
 from controller.models import PandaDeploySpec
 
 _DEFAULT_PORTS = {'http': 80, 'https': 443}
@@ -53,19 +49,10 @@ def listener_url(*, dns_name: str, protocol: str, port: int) -> str:
     return f'{scheme}://{dns_name}{suffix}'
 
 
-class ListenerTraffic:
+class ListenerTraffic(AwsAdapter):
     """The `LoadBalancer` adapter: the production listener decides the active colour."""
 
-    def __init__(self, *, session: boto3.session.Session | None = None, credentials: Credentials | None = None,
-                 clients: Mapping[str, Any] | None = None) -> None:
-        """Clients come from `session` (see `controller.adapters.aws.session_for`), or ready-made from
-        `clients` by service name ('codedeploy', 'elbv2'), e.g. a botocore Stubber's."""
-        if session is None and not clients:
-            raise ValueError('a boto3 session or clients are required')
-        self._session = session
-        self._secrets = credentials.values() if credentials is not None else []
-        self._lock = threading.Lock()
-        self._clients: dict[str, Any] = dict(clients or {})
+    failure_reason = Reason.BLUE_GREEN_FAILED
 
     def traffic(self, *, spec: PandaDeploySpec) -> Traffic:
         """The active colour (production listener's target group) and both colours' URLs."""
@@ -124,16 +111,3 @@ class ListenerTraffic:
             return None
         return listener_url(dns_name=name, protocol=str(listener.get('Protocol') or 'HTTP'),
                             port=int(listener.get('Port') or 80))
-
-    def _client(self, service: str) -> Any:
-        with self._lock:
-            if service not in self._clients:
-                assert self._session is not None, f'no {service} client given'
-                try:
-                    self._clients[service] = client(self._session, service)
-                except Exception as exc:
-                    raise aws_error(exc, action=f'{service} client', secrets=self._secrets) from exc
-            return self._clients[service]
-
-    def _error(self, exc: BaseException, action: str) -> PandaDeployError:
-        return aws_error(exc, action=action, reason=Reason.BLUE_GREEN_FAILED, secrets=self._secrets)
