@@ -10,12 +10,22 @@ the stage is skipped.
 """
 from __future__ import annotations
 
+from controller.adapters import DeploymentState
 from controller.errors import Reason, StageFailed
 from controller.models import StageName
 from controller.pipeline.engine import Done, StageContext, Wait
 
 POLL_SECONDS = 5.0
 FAILED = ('Failed', 'Stopped')
+
+
+def report_lifecycle(ctx: StageContext, state: DeploymentState) -> None:
+    """Publish each lifecycle event of the deployment target once, as it happens (stages 4 and 5)."""
+    seen: set[tuple[str, str]] = ctx.run.scratch.setdefault('lifecycle', set())
+    for event in state.events:
+        if (event.name, event.status) not in seen and event.status != 'Pending':
+            seen.add((event.name, event.status))
+            ctx.progress(f'Lifecycle {event.name}: {event.status}')
 
 
 class BlueGreen:
@@ -40,11 +50,7 @@ class BlueGreen:
             ctx.record(code_deploy_deployment_id=deployment_id)
 
         state = codedeploy.get_deployment(deployment_id)
-        seen: set[tuple[str, str]] = ctx.scratch.setdefault('seen', set())
-        for event in state.events:
-            if (event.name, event.status) not in seen and event.status != 'Pending':
-                seen.add((event.name, event.status))
-                ctx.progress(f'Lifecycle {event.name}: {event.status}')
+        report_lifecycle(ctx, state)
         if state.status in FAILED:
             raise StageFailed(f'CodeDeploy deployment {deployment_id} {state.status}'
                               + (f': {state.error}' if state.error else ''), reason=Reason.BLUE_GREEN_FAILED)

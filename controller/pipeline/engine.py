@@ -84,6 +84,8 @@ class Run:
     sink: Sink
     logger: logging.Logger
     promote_requested: Callable[[], bool] = lambda: False
+    # In-memory state shared by the run's stages (lost on restart; nothing in it is needed to resume).
+    scratch: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Set by whoever cancels the run: Superseded or Cancelled. None (operator shutdown): the run is
     # only interrupted; its status stays as it is so the next operator resumes it.
     cancel_result: RunResult | None = None

@@ -13,6 +13,7 @@ import statistics
 
 from controller.errors import HealthCheckFailed, Reason, StageFailed
 from controller.models import HealthCheckStatus, Promotion, StageName
+from controller.pipeline.bluegreen import report_lifecycle
 from controller.pipeline.engine import Done, StageContext, Wait
 
 PROMOTE_ANNOTATION = 'deploy.panda.dev/promote'
@@ -88,6 +89,7 @@ class Verify:
 
         assert deployment_id
         state = adapters.codedeploy.get_deployment(deployment_id)
+        report_lifecycle(ctx, state)
         if state.status in ('Failed', 'Stopped'):
             raise StageFailed(f'CodeDeploy deployment {deployment_id} {state.status} while shifting traffic'
                               + (f': {state.error}' if state.error else ''), reason=Reason.BLUE_GREEN_FAILED)

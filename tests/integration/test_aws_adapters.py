@@ -11,17 +11,13 @@ from the real API.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import http.server
-import itertools
 import json
 import socket
 import threading
 import time
-import types
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import boto3
 import boto3.session
@@ -34,121 +30,11 @@ from controller.adapters.ecs import EcsService, changed_fields
 from controller.adapters.elbv2 import ListenerTraffic
 from controller.adapters.http import HttpProbe
 from controller.errors import Reason, ServiceUpdateFailed, StageFailed, Transient
-from controller.models import PandaDeploySpec
 from controller.pipeline.service import task_definition
-from controller.sandbox.aws import AwsSandbox, Timings
-
-REGION = 'us-east-1'
-ROLE = 'arn:aws:iam::123456789012:role/codedeploy-ecs'
-
-_names = itertools.count(1)
-
-
-# -- the AWS stand-in -----------------------------------------------------------------
-
-
-@pytest.fixture(scope='module')
-def aws_url() -> Iterator[str]:
-    """The sandbox's moto server with the CodeDeploy simulator (hooks report Succeeded; time runs fast)."""
-    with AwsSandbox(port=0, auto_hooks=True,
-                    timings=Timings(step_seconds=0.05, auto_hook_seconds=0.05, tick_seconds=0.01)) as sandbox:
-        yield sandbox.url
-
-
-@pytest.fixture
-def session(aws_url: str, monkeypatch: pytest.MonkeyPatch) -> boto3.session.Session:
-    """A session whose clients reach the stand-in through AWS_ENDPOINT_URL, as the operator's do."""
-    monkeypatch.setenv('AWS_ENDPOINT_URL', aws_url)
-    for name in ('AWS_PROFILE', 'AWS_ENDPOINT_URL_ECS', 'AWS_ENDPOINT_URL_CODEDEPLOY',
-                 'AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2'):
-        monkeypatch.delenv(name, raising=False)
-    return boto3.session.Session(aws_access_key_id='testing', aws_secret_access_key='testing', region_name=REGION)
-
-
-@dataclasses.dataclass
-class World:
-    """One test's AWS resources: a cluster, a load balancer with two target groups and listeners, a deployment group."""
-    spec: PandaDeploySpec
-    blue_arn: str
-    green_arn: str
-    production_listener_arn: str
-    test_listener_arn: str
-    dns_name: str
-
-
-def _spec(suffix: str, **overrides: Any) -> PandaDeploySpec:
-    document: dict[str, Any] = {
-        'source': {'repo': 'panda/app'},
-        'aws': {'region': REGION},
-        'ecs': {'cluster': f'cluster-{suffix}', 'service': f'svc-{suffix}', 'containerName': 'web',
-                'containerPort': 8080},
-        'blueGreen': {'codeDeploy': {'application': f'app-{suffix}', 'deploymentGroup': f'dg-{suffix}'},
-                      'hooks': {'beforeAllowTraffic': 'check-before', 'afterAllowTraffic': 'check-after'}},
-    }
-    for key, value in overrides.items():
-        document[key] = {**document.get(key, {}), **value}
-    return PandaDeploySpec.model_validate(document)
-
-
-def _world(session: boto3.session.Session, *, cluster: bool = True, group: bool = True,
-           ready_action: str = 'STOP_DEPLOYMENT') -> World:
-    """Cluster, VPC, ALB, blue and green target groups, production (80) and test (8080) listeners; with
-    `group`, also the ECS service on blue (first revision, image tag a…a) and the CodeDeploy application and
-    deployment group that pair the target groups (blue first): AWS creates a group only for an existing service."""
-    suffix = f'{next(_names)}{int(time.time() * 1000) % 100000}'
-    spec = _spec(suffix)
-    ec2, elb = session.client('ec2'), session.client('elbv2')
-    if cluster:
-        session.client('ecs').create_cluster(clusterName=spec.ecs.cluster)
-    vpc = ec2.create_vpc(CidrBlock='10.0.0.0/16')['Vpc']['VpcId']
-    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f'10.0.{i}.0/24', AvailabilityZone=f'{REGION}{zone}')
-               ['Subnet']['SubnetId'] for i, zone in enumerate('ab')]
-    lb = elb.create_load_balancer(Name=f'lb-{suffix}', Subnets=subnets, Type='application')['LoadBalancers'][0]
-    blue, green = (elb.create_target_group(Name=f'{colour}-{suffix}', Protocol='HTTP', Port=8080, VpcId=vpc,
-                                           TargetType='ip')['TargetGroups'][0]['TargetGroupArn']
-                   for colour in ('blue', 'green'))
-    production, test = (elb.create_listener(LoadBalancerArn=lb['LoadBalancerArn'], Protocol='HTTP', Port=port,
-                                            DefaultActions=[{'Type': 'forward', 'TargetGroupArn': blue}])
-                        ['Listeners'][0]['ListenerArn'] for port in (80, 8080))
-    if group:
-        ecs = session.client('ecs')
-        first = ecs.register_task_definition(**task_definition(spec, image_uri=_image('a' * 40)))
-        ecs.create_service(cluster=spec.ecs.cluster, serviceName=spec.ecs.service, desiredCount=1,
-                           taskDefinition=first['taskDefinition']['taskDefinitionArn'], launchType='FARGATE',
-                           deploymentController={'type': 'CODE_DEPLOY'},
-                           loadBalancers=[{'targetGroupArn': blue, 'containerName': spec.ecs.container_name,
-                                           'containerPort': spec.ecs.container_port}])
-        cd = session.client('codedeploy')
-        code_deploy = spec.blue_green.code_deploy
-        cd.create_application(applicationName=code_deploy.application, computePlatform='ECS')
-        cd.create_deployment_group(
-            applicationName=code_deploy.application, deploymentGroupName=code_deploy.deployment_group,
-            serviceRoleArn=ROLE, deploymentConfigName='CodeDeployDefault.ECSAllAtOnce',
-            deploymentStyle={'deploymentType': 'BLUE_GREEN', 'deploymentOption': 'WITH_TRAFFIC_CONTROL'},
-            blueGreenDeploymentConfiguration={
-                'deploymentReadyOption': {'actionOnTimeout': ready_action, 'waitTimeInMinutes': 30},
-                'terminateBlueInstancesOnDeploymentSuccess': {'action': 'TERMINATE',
-                                                              'terminationWaitTimeInMinutes': 0}},
-            loadBalancerInfo={'targetGroupPairInfoList': [{
-                'targetGroups': [{'name': f'blue-{suffix}'}, {'name': f'green-{suffix}'}],
-                'prodTrafficRoute': {'listenerArns': [production]},
-                'testTrafficRoute': {'listenerArns': [test]}}]},
-            ecsServices=[{'serviceName': spec.ecs.service, 'clusterName': spec.ecs.cluster}],
-            autoRollbackConfiguration={'enabled': True, 'events': ['DEPLOYMENT_FAILURE', 'DEPLOYMENT_STOP_ON_REQUEST']})
-    return World(spec=spec, blue_arn=blue, green_arn=green, production_listener_arn=production,
-                 test_listener_arn=test, dns_name=lb['DNSName'])
-
-
-def _with_layout(world: World) -> PandaDeploySpec:
-    """The world's spec with the proposed spec.blueGreen.loadBalancer and codeDeploy.serviceRoleArn, stood in
-    for (the model does not have them yet)."""
-    layout = types.SimpleNamespace(production_listener_arn=world.production_listener_arn,
-                                   test_listener_arn=world.test_listener_arn,
-                                   blue_target_group_arn=world.blue_arn, green_target_group_arn=world.green_arn)
-    blue_green = world.spec.blue_green
-    return world.spec.model_copy(update={'blue_green': blue_green.model_copy(update={
-        'load_balancer': layout,
-        'code_deploy': blue_green.code_deploy.model_copy(update={'service_role_arn': ROLE})})})
+from tests.integration.awsworld import (  # noqa: F401 (aws_url and session are fixtures)
+    REGION, World, aws_url, session,
+    image_uri as _image, spec as _spec, with_layout as _with_layout, world as _world,
+)
 
 
 def _record_calls(session: boto3.session.Session) -> list[str]:
@@ -156,10 +42,6 @@ def _record_calls(session: boto3.session.Session) -> list[str]:
     calls: list[str] = []
     session.events.register('before-call', lambda model, **_: calls.append(model.name))
     return calls
-
-
-def _image(tag: str) -> str:
-    return f'123456789012.dkr.ecr.{REGION}.amazonaws.com/panda-app:{tag}'
 
 
 # -- ECS --------------------------------------------------------------------------------
