@@ -24,7 +24,7 @@ from controller.adapters import (
 )
 from controller.credentials import Credentials
 from controller.errors import Reason, ServiceUpdateFailed, StageFailed
-from controller.models import PandaDeploySpec
+from controller.models import PandaDeploySpec, PandaDeployStatus
 
 ACCOUNT = '123456789012'
 _LOCK = threading.Lock()
@@ -264,6 +264,24 @@ class FakeHttp:
         statuses = self.world.script().get('health', [200])
         k = len(self.world.calls('http.get')) - 1
         return Probe(status=statuses[k % len(statuses)], seconds=0.01)
+
+
+class MemorySink:
+    """A run's reports kept in lists (the engine tests' stand-in for the Kubernetes API or a terminal)."""
+
+    def __init__(self) -> None:
+        self.saves: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.lines: list[str] = []
+
+    async def save(self, status: PandaDeployStatus) -> None:
+        self.saves.append(status.dump())
+
+    async def event(self, *, type: str, reason: str, message: str) -> None:
+        self.events.append((type, reason, message))
+
+    def progress(self, line: str) -> None:
+        self.lines.append(line)
 
 
 def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *, root: pathlib.Path | None = None) -> Adapters:

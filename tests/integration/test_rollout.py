@@ -52,6 +52,7 @@ from controller.sandbox.aws import LIFECYCLE_EVENTS, AwsSandbox, Timings
 from tests.integration.awsworld import (  # noqa: F401 (session is a fixture)
     REGION, World, image_uri, layout_document, production_target_group, session, world,
 )
+from tests.fakes import MemorySink
 from tests.integration.test_run_until_push import make_repository
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -129,21 +130,6 @@ def health() -> Iterator[Callable[..., Health]]:
 
 # -- driving the engine -----------------------------------------------------------------
 
-
-class MemorySink:
-    def __init__(self) -> None:
-        self.saves: list[dict[str, Any]] = []
-        self.events: list[tuple[str, str, str]] = []
-        self.lines: list[str] = []
-
-    async def save(self, status: PandaDeployStatus) -> None:
-        self.saves.append(status.dump())
-
-    async def event(self, *, type: str, reason: str, message: str) -> None:
-        self.events.append((type, reason, message))
-
-    def progress(self, line: str) -> None:
-        self.lines.append(line)
 
 
 @dataclasses.dataclass

@@ -18,7 +18,7 @@ from controller.errors import Transient
 from controller.models import PandaDeploySpec, PandaDeployStatus, Phase, RunResult, StageName, StageResult
 from controller.pipeline import Engine, Recorder, Run, default_stages
 from controller.pipeline.engine import Done, Wait
-from tests.fakes import World, make_adapters
+from tests.fakes import MemorySink, World, make_adapters
 
 SPEC = {
     'source': {'repo': 'your-org/sample-app', 'branch': 'main'},
@@ -26,21 +26,6 @@ SPEC = {
     'healthCheck': {'checks': 3, 'intervalSeconds': 0},
 }
 
-
-class MemorySink:
-    def __init__(self) -> None:
-        self.saves: list[dict[str, Any]] = []
-        self.events: list[tuple[str, str, str]] = []
-        self.lines: list[str] = []
-
-    async def save(self, status: PandaDeployStatus) -> None:
-        self.saves.append(status.dump())
-
-    async def event(self, *, type: str, reason: str, message: str) -> None:
-        self.events.append((type, reason, message))
-
-    def progress(self, line: str) -> None:
-        self.lines.append(line)
 
 
 @pytest.fixture
