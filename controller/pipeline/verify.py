@@ -2,7 +2,8 @@
 
 Green gets `healthCheck.checks` checks, one per poll, `intervalSeconds`
 apart (no thread held between them); when stage 4 had nothing to switch,
-production gets them instead and there is no traffic to move. All pass: with `promotion: manual` the
+production gets them instead (once it first answers: a new service needs its
+tasks up) and there is no traffic to move. All pass: with `promotion: manual` the
 stage waits for the `deploy.panda.dev/promote` annotation, then continues the
 CodeDeploy deployment and waits for it to succeed. Any check fails: the
 deployment is stopped with rollback, traffic stays on blue, the run fails.
@@ -53,6 +54,15 @@ class Verify:
                 scratch.update(url=check.url or (base or '').rstrip('/') + check.path,
                                latencies=[], failures=0, errors=[])
             url, latencies = scratch['url'], scratch['latencies']
+            if not deployment_id and not scratch.get('answering'):
+                # A service created just now answers only once its tasks run and its targets are
+                # healthy (the load balancer says 503 meanwhile): wait for a first good answer,
+                # bounded by the stage timeout, before counting checks.
+                probe = adapters.http.get(url, timeout=check.timeout_seconds)
+                if probe.status != check.expected_status:
+                    ctx.progress(f'Waiting for {url} to answer ({probe.error or f"HTTP {probe.status}"})')
+                    return Wait(max(check.interval_seconds, self.poll_seconds))
+                scratch['answering'] = True
             done = len(latencies)
             if done < check.checks:
                 probe = adapters.http.get(url, timeout=check.timeout_seconds)
