@@ -63,9 +63,10 @@ class Verify:
                     ctx.progress(f'Waiting for {url} to answer ({probe.error or f"HTTP {probe.status}"})')
                     return Wait(max(check.interval_seconds, self.poll_seconds))
                 scratch['answering'] = True
+                scratch['first'] = probe  # the first good answer is check 1
             done = len(latencies)
             if done < check.checks:
-                probe = adapters.http.get(url, timeout=check.timeout_seconds)
+                probe = scratch.pop('first', None) or adapters.http.get(url, timeout=check.timeout_seconds)
                 latencies.append(probe.seconds)
                 ok = probe.status == check.expected_status
                 if not ok:

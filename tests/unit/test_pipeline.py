@@ -329,10 +329,11 @@ async def test_a_new_service_is_checked_once_it_first_answers(world, pool):
     state = world.state()
     state['services'] = {}
     world.save(state)
-    world.set_script(health=[503, 503, 200, 200, 200, 200])  # tasks starting, then healthy
+    world.set_script(health=[503, 503, 200, 200, 200])  # tasks starting, then healthy
     run, sink = make_run()
     result = await engine_for(world, pool).drive(new(run))
 
     assert result == RunResult.succeeded
     assert sum('Waiting for http://blue.example.test/ to answer (HTTP 503)' in line for line in sink.lines) == 2
     assert run.status.health_check.passed == 3 and run.status.health_check.failed == 0
+    assert len(world.calls('http.get')) == 5, 'two waits, then the first good answer counts as check 1'
