@@ -103,7 +103,6 @@ class Handle:
     generation: int
     task: asyncio.Task[None]
     run: Run | None = None
-    status: PandaDeployStatus | None = None
     sink: KubeSink | None = None
 
 
@@ -146,7 +145,7 @@ class Reconciler:
             return
         task = asyncio.create_task(self._drive(key, body, generation, status, dict(status_raw), logger),
                                    name=f'panda-deploy run {key[0]}/{key[1]} gen {generation}')
-        self._handles[key] = Handle(generation=generation, task=task, status=status)
+        self._handles[key] = Handle(generation=generation, task=task)
 
     @staticmethod
     def _due(status: PandaDeployStatus, generation: int, body: Mapping[str, Any]) -> bool:
