@@ -27,6 +27,10 @@ e2e: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/panda-deploy demo
 
+bench: $(STAMP)
+	$(BIN)/python bench/build_push.py
+	$(BIN)/python bench/operator_cost.py
+
 crd: $(STAMP)
 	$(BIN)/panda-deploy crd > crds/pandadeploys.yaml
 
