@@ -33,16 +33,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 GROUP, VERSION, PLURAL = 'deploy.panda.dev', 'v1alpha1', 'pandadeploys'
-SPEC = {
-    'source': {'repo': 'your-org/sample-app', 'branch': 'main',
-               'tokenSecretRef': {'name': 'github-token', 'key': 'token'}},
-    'aws': {'region': 'ap-northeast-2', 'credentialsSecretRef': {'name': 'aws-creds'}},
-    'healthCheck': {'checks': 3, 'intervalSeconds': 0},
-}
-SECRETS = {
-    'github-token': {'token': 'bench-token-5bd1c9a0'},
-    'aws-creds': {'accessKeyId': 'AKIDBENCHFAKE', 'secretAccessKey': 'bench-secret-77c0a1f3'},
-}
+from tests.e2e.test_operator import SECRETS, SPEC  # noqa: E402 (the resource the e2e tests drive)
+
 # Fake calls that change something outside (Docker, registry, ECS, CodeDeploy).
 MUTATING = ('docker.build', 'docker.push', 'ecs.registered', 'codedeploy.create_deployment',
             'codedeploy.continue_deployment', 'codedeploy.stop_deployment')

@@ -108,7 +108,7 @@ ROLLOUTS = 3  # blue (new service), then blue -> green, then green -> blue
 ROLLOUT_TIMEOUT = 120.0
 LABEL = 'dev.panda.deploy.demo'  # on every container the demo starts: LABEL=1, LABEL.pid=<demo pid>
 BUILD_LABEL = 'dev.panda.deploy.deployment-id'  # on every image the operator builds (controller/pipeline/build.py)
-SANDBOX_KEYS = {'accessKeyId': 'AKIAPANDADEMO0000000', 'secretAccessKey': 'panda-demo-not-a-real-secret'}
+SANDBOX_KEYS = {'accessKeyId': 'PANDADEMOACCESSKEY00', 'secretAccessKey': 'panda-demo-not-a-real-secret'}
 FAST = Timings(step_seconds=0.2, auto_hook_seconds=0.3, tick_seconds=0.02)
 START_ENGINE = """\
 panda-deploy demo needs a Docker engine, and none answers at {where} ({error}).
