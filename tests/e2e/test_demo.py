@@ -21,31 +21,16 @@ import docker.errors
 import pytest
 
 from controller.sandbox.demo import LABEL, ROLLOUTS, SANDBOX_KEYS
+from tests.conftest import unavailable
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TIMEOUT = 240
-START_ENGINE = ('start one as root with `dockerd --storage-driver=vfs --iptables=false --bridge=none '
-                '-H unix:///var/run/docker.sock &` (apt-get install docker.io), or run .ci/run')
-
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-def _unavailable(message: str) -> None:
-    """Fail where CI is set (the environment promised the thing), skip elsewhere."""
-    if os.environ.get('CI'):
-        pytest.fail(f'{message} (CI is set, so this fails instead of skipping)', pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope='module')
-def engine() -> docker.DockerClient:
-    try:
-        client = docker.from_env(timeout=10)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        where = os.environ.get('DOCKER_HOST') or 'unix:///var/run/docker.sock'
-        _unavailable(f'No Docker engine answers at {where} ({type(exc).__name__}); {START_ENGINE}')
-    return client
+def engine(docker_client: docker.DockerClient) -> docker.DockerClient:
+    return docker_client
 
 
 def run_demo() -> tuple[subprocess.CompletedProcess[str], int]:
@@ -93,7 +78,7 @@ def test_demo_rolls_out_three_times_switching_colours_and_leaves_nothing_behind(
     done, pgid = run_demo()
     output = done.stdout
     if done.returncode == 2 and 'not installed' in done.stderr:
-        _unavailable(done.stderr.strip())  # docker-registry or busybox-static missing
+        unavailable(done.stderr.strip())  # docker-registry or busybox-static missing
 
     assert done.returncode == 0, f'{output}\n{done.stderr}'
     blocks = rollouts(output)

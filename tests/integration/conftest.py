@@ -20,33 +20,13 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from controller.sandbox import localdocker
+from tests.conftest import unavailable
 
 BASE_IMAGE = localdocker.BASE_IMAGE
-START_ENGINE = ('start one as root with `dockerd --storage-driver=vfs --iptables=false --bridge=none '
-                '-H unix:///var/run/docker.sock &` (apt-get install docker.io), or run .ci/run')
-
-
-def _unavailable(message: str) -> None:
-    """Fail where CI is set (the environment promised the thing), skip elsewhere."""
-    if os.environ.get('CI'):
-        pytest.fail(f'{message} (CI is set, so this fails instead of skipping)', pytrace=False)
-    pytest.skip(message)
+_unavailable = unavailable
 
 
 # -- Docker ---------------------------------------------------------------------------
-
-@pytest.fixture(scope='session')
-def docker_client() -> Iterator[docker.DockerClient]:
-    """A client of the engine at DOCKER_HOST (or the default socket)."""
-    try:
-        client = docker.from_env(timeout=10)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        where = os.environ.get('DOCKER_HOST') or 'unix:///var/run/docker.sock'
-        _unavailable(f'No Docker engine answers at {where} ({type(exc).__name__}); {START_ENGINE}')
-    yield client
-    client.close()
-
 
 @pytest.fixture(scope='session')
 def base_image(docker_client: docker.DockerClient) -> str:
