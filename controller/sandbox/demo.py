@@ -745,9 +745,9 @@ def operator_environment(*, kubeconfig: pathlib.Path, aws_url: str, registry: st
     return env
 
 
-def start_operator(env: dict[str, str], log_path: pathlib.Path) -> subprocess.Popen[bytes]:
+def start_operator(env: dict[str, str], log_path: pathlib.Path, *, append: bool = False) -> subprocess.Popen[bytes]:
     """`python -m controller operator`, in this process group; returns once /healthz answers."""
-    with log_path.open('wb') as log:
+    with log_path.open('ab' if append else 'wb') as log:
         process = subprocess.Popen([sys.executable, '-m', 'controller', 'operator', '--standalone',
                                     '--all-namespaces'], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     health = f'http://127.0.0.1:{env["PANDA_DEPLOY_HTTP_PORT"]}/healthz'
@@ -772,7 +772,7 @@ def _tail(path: pathlib.Path, lines: int = 40) -> str:
 
 @dataclasses.dataclass
 class Sandbox:
-    """Everything started, for the rollouts to use."""
+    """Everything started, for the rollouts to use (and for tests and benchmarks that drive the same stack)."""
     printer: ProgressPrinter
     custom: kubernetes.client.CustomObjectsApi
     repository: SampleRepository
@@ -780,6 +780,15 @@ class Sandbox:
     proxy_url: str
     operator: subprocess.Popen[bytes]
     operator_log: pathlib.Path
+    temp: pathlib.Path
+    env: dict[str, str]  # the operator's environment, to start it again with `restart_operator`
+    cluster: ClusterServer
+    aws: AwsSandbox
+    clients: Callable[[str], Any]
+    tasks: TaskRunner
+    registry: str
+    base_image: str
+    api: kubernetes.client.ApiClient
 
 
 def _docker_client() -> docker.DockerClient | None:
@@ -807,8 +816,12 @@ def _clients(aws_url: str) -> Callable[[str], Any]:
     return client
 
 
-def start_sandbox(stack: contextlib.ExitStack, client: docker.DockerClient, printer: ProgressPrinter) -> Sandbox:
-    """Start every stand-in and the operator; each is stopped when `stack` closes."""
+def start_sandbox(stack: contextlib.ExitStack, client: docker.DockerClient, printer: ProgressPrinter, *,
+                  operator_env: dict[str, str] | None = None, apply: bool = True) -> Sandbox:
+    """Start every stand-in and the operator; each is stopped when `stack` closes.
+
+    `operator_env` is added to the operator's environment; with `apply` false, the sample Secrets and
+    resource are not applied (the caller creates its own)."""
     temp = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix='panda-demo-')))
     base_image = localdocker.ensure_base_image(client)
     registry_process, registry, _ = localdocker.start_registry(temp / 'registry', auth=False)
@@ -843,18 +856,31 @@ def start_sandbox(stack: contextlib.ExitStack, client: docker.DockerClient, prin
     operator_log = temp / 'operator.log'
     env = operator_environment(kubeconfig=kubeconfig, aws_url=aws.url, registry=registry,
                                http_port=localdocker.free_port(), proxy_url=balancer.url)
+    env.update(operator_env or {})
     operator = start_operator(env, operator_log)
-    stack.callback(localdocker.stop, operator)
     printer.note(f'[sandbox] Operator running (pid {operator.pid}), metrics on '
                  f'http://127.0.0.1:{env["PANDA_DEPLOY_HTTP_PORT"]}/metrics')
 
     api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+    sandbox = Sandbox(printer=printer, custom=kubernetes.client.CustomObjectsApi(api), repository=repository,
+                      world=world, proxy_url=balancer.url, operator=operator, operator_log=operator_log, temp=temp,
+                      env=env, cluster=cluster, aws=aws, clients=clients, tasks=tasks, registry=registry,
+                      base_image=base_image, api=api)
+    stack.callback(lambda: localdocker.stop(sandbox.operator))  # the one running then, after restarts
     watches = Watches(api, printer)
     watches.start()
     stack.callback(watches.stop)
-    apply_manifests(api, repository=repository, base_image=base_image, world=world, printer=printer)
-    return Sandbox(printer=printer, custom=kubernetes.client.CustomObjectsApi(api), repository=repository,
-                   world=world, proxy_url=balancer.url, operator=operator, operator_log=operator_log)
+    if apply:
+        apply_manifests(api, repository=repository, base_image=base_image, world=world, printer=printer)
+    return sandbox
+
+
+def restart_operator(sandbox: Sandbox, *, kill: int = signal.SIGKILL) -> None:
+    """Stop the operator with `kill` (SIGKILL: no clean-up at all) and start a new one with the same environment."""
+    with contextlib.suppress(ProcessLookupError):
+        sandbox.operator.send_signal(kill)
+    sandbox.operator.wait(timeout=60)
+    sandbox.operator = start_operator(sandbox.env, sandbox.operator_log, append=True)
 
 
 def _remove_builds(client: docker.DockerClient, deployment_ids: set[str]) -> None:
