@@ -5,15 +5,15 @@ Why it is built this way:
 - The real `git` (driven by gitpython's `Git.execute`) speaks every transport
   and protocol version the remote may want, including shallow fetches by SHA,
   which is what GitHub serves fastest; we only classify its failures.
-- The token reaches git through the environment of the git child process
-  only, as an HTTP header (`GIT_CONFIG_COUNT` / `GIT_CONFIG_KEY_0` /
-  `GIT_CONFIG_VALUE_0` = `http.<origin>.extraHeader: Authorization: Basic …`).
-  In the URL it would show in `ps`, be stored in `.git/config` and echoed in
-  git's messages; as `-c http.extraHeader=…` it would show in `ps`; an askpass
-  script or credential store would be a file on disk. The header is scoped to
-  the remote's scheme, host and port, so a redirect to another host never
-  receives it. `os.environ` is never changed (other threads run other
-  deployments with other tokens).
+- The token reaches git through a pipe only: the parent writes
+  `username=…` / `password=…` into a pipe whose read end the git child
+  inherits, and a credential helper scoped to the remote's scheme, host and
+  port (`credential.<origin>.helper`, given through `GIT_CONFIG_*`) prints
+  what the pipe holds when git asks. Nothing secret is in argv (`ps`), in the
+  environment (`/proc/<pid>/environ`), in `.git/config` or in any file; in
+  the URL it would be in all three. A redirect to another host does not
+  match the helper's scope, so it never receives the token. `os.environ` is
+  never changed (other threads run other deployments with other tokens).
 - git never prompts (`GIT_TERMINAL_PROMPT=0`, empty askpass, ssh BatchMode)
   and every call has a timeout, because nobody is at a terminal and a hung
   call would hold a worker forever.
@@ -28,8 +28,8 @@ Why it is built this way:
 """
 from __future__ import annotations
 
-import base64
 import logging
+import os
 import pathlib
 import re
 import tempfile
@@ -66,6 +66,12 @@ _NETWORK = (
 )
 # The server will not hand out a commit by its SHA (or does not have it).
 _SHA_REFUSED = ('not our ref', 'unadvertised object', "couldn't find remote ref", 'no such remote ref')
+
+# The credential helper: for `get`, print what the inherited pipe holds; `store` and `erase` do nothing.
+# Only the pipe's file descriptor number travels in the environment.
+_FD_VARIABLE = 'PANDA_DEPLOY_GIT_CREDENTIAL_FD'
+_HELPER = ('!f() { cat >/dev/null; test "$1" = get && test -n "$%s" && cat "/dev/fd/$%s"; }; f'
+           % (_FD_VARIABLE, _FD_VARIABLE))
 
 
 class SourceNotFound(StageFailed):
@@ -155,7 +161,8 @@ class GitRepository:
                   url=url, token=token)
         fetch = ['fetch', '--quiet', '--depth', '1', '--no-tags', '--no-recurse-submodules', url]
         try:
-            self._run(fetch + [revision], env=env, timeout=self.fetch_timeout, cwd=into, action='fetch')
+            self._run(fetch + [revision], env=env, timeout=self.fetch_timeout, cwd=into, action='fetch',
+                      url=url, token=token)
         except _GitFailed as failed:
             if failed.timed_out or not _matches(failed.stderr, _SHA_REFUSED):
                 raise self._classify(failed, url=url, token=token) from None
@@ -222,13 +229,12 @@ class GitRepository:
     # Running git.
 
     def _environment(self, *, url: str, token: str | None) -> dict[str, str]:
-        """Variables for the git child process only: no prompts, no host config, the token as a header."""
+        """Variables for the git child process only: no prompts, no host config, the scoped credential helper."""
         settings = [('credential.helper', ''), ('core.askPass', ''), ('init.defaultBranch', 'main'),
                     ('maintenance.auto', 'false'), ('gc.auto', '0'), *self.config.items()]
         origin = _http_origin(url)
         if token and origin:
-            basic = base64.b64encode(f'{self.token_username}:{token}'.encode()).decode('ascii')
-            settings.append((f'http.{origin}.extraHeader', f'Authorization: Basic {basic}'))
+            settings.append((f'credential.{origin.rstrip("/")}.helper', _HELPER))
         env = {
             'GIT_TERMINAL_PROMPT': '0', 'GIT_ASKPASS': '', 'SSH_ASKPASS': '',
             'GIT_SSH_COMMAND': 'ssh -o BatchMode=yes',
@@ -244,17 +250,24 @@ class GitRepository:
              cwd: pathlib.Path | None = None) -> str:
         """Run git; a failure becomes the `PandaDeployError` its stderr calls for."""
         try:
-            return self._run(args, env=env, timeout=timeout, cwd=cwd, action=args[0])
+            return self._run(args, env=env, timeout=timeout, cwd=cwd, action=args[0], url=url, token=token)
         except _GitFailed as failed:
             raise self._classify(failed, url=url, token=token) from None
 
     def _run(self, args: list[str], *, env: Mapping[str, str], timeout: float, cwd: pathlib.Path | None,
-             action: str) -> str:
-        """Run `git args…` with a timeout; its stdout, or `_GitFailed`."""
+             action: str, url: str | None = None, token: str | None = None) -> str:
+        """Run `git args…` with a timeout; its stdout, or `_GitFailed`. The token goes in a pipe (see above)."""
         # '/' as the default directory: a repository around the operator's cwd must not lend its config.
         runner = GitCommand(str(cwd) if cwd is not None else '/')
+        env, extra, read_end = dict(env), {}, None
+        if token and url and _http_origin(url):
+            read_end, write_end = os.pipe()
+            with os.fdopen(write_end, 'w') as pipe:  # a few bytes: the pipe's buffer holds them
+                pipe.write(f'username={self.token_username}\npassword={token}\n')
+            env[_FD_VARIABLE] = str(read_end)
+            extra = {'pass_fds': (read_end,)}
         try:
-            out = runner.execute(['git', *args], env=dict(env), kill_after_timeout=timeout)
+            out = runner.execute(['git', *args], env=env, kill_after_timeout=timeout, **extra)
         except GitCommandNotFound:
             raise StageFailed('the git executable was not found on PATH') from None
         except GitCommandError as exc:
@@ -262,6 +275,9 @@ class GitRepository:
             stderr = stderr.strip().removeprefix("stderr: '").removesuffix("'")
             timed_out = 'did not complete in' in stderr or exc.status == -9
             raise _GitFailed(action=action, status=exc.status, stderr=stderr, timed_out=timed_out) from None
+        finally:
+            if read_end is not None:
+                os.close(read_end)
         return str(out).strip()
 
     def _classify(self, failed: _GitFailed, *, url: str, token: str | None) -> PandaDeployError:
