@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from controller import http
+from controller import http, tempdirs
 from controller.config import Config
 from controller.kube import Kube
 from controller.models import GROUP, PLURAL, VERSION
@@ -33,6 +33,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.persistence.finalizer = FINALIZER
     settings.posting.enabled = False
     config = Config.from_env()
+    for stale in tempdirs.remove_stale():  # left by an operator that was killed mid-clone
+        logger.info('Removed %s, left by a process that is gone', stale)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix='deployment-worker')
     engine = Engine(stages=default_stages(poll_seconds=config.poll_seconds), adapters=config.adapter_factory(), pool=pool)
     memo.pool = pool

@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from git.cmd import Git as GitCommand
 from git.exc import GitCommandError, GitCommandNotFound
 
+from controller import tempdirs
 from controller.credentials import redact
 from controller.errors import PandaDeployError, Reason, StageFailed, Transient
 
@@ -213,7 +214,7 @@ class GitRepository:
         if len(tips) == 1:
             return tips.pop()
         env = self._environment(url=url, token=token)
-        with tempfile.TemporaryDirectory(prefix='panda-deploy-resolve-') as tmp:
+        with tempfile.TemporaryDirectory(prefix=tempdirs.prefix('resolve')) as tmp:
             self._git(['init', '--quiet', '--bare', '--template=', tmp], env=env, timeout=self.ls_remote_timeout,
                       url=url, token=token)
             self._git(['fetch', '--quiet', '--filter=tree:0', '--no-tags', url,
