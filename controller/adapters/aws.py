@@ -23,6 +23,7 @@ import boto3.session
 import botocore.config
 import botocore.credentials
 import botocore.exceptions
+import botocore.loaders
 import botocore.session
 
 from controller.credentials import Credentials, redact
@@ -32,8 +33,12 @@ from controller.models import Aws
 ROLE_SESSION_NAME = 'panda-deploy'
 ROLE_SESSION_SECONDS = 3600
 
+# 4 retries within one call (5 requests; throttling waits a jittered 0-1, 0-2, 0-4, 0-8 s, 5xx 1/20 of that),
+# then the call's error reaches the stage engine, which retries the stage with its own growing backoff
+# (TRANSIENT_BACKOFF) and so reports each retry and fails within the stage timeout naming the AWS error
+# code. With 10 attempts one throttled call could retry for ~2 minutes unseen, past any stage timeout.
 CLIENT_CONFIG = botocore.config.Config(
-    retries={'mode': 'adaptive', 'max_attempts': 10},
+    retries={'mode': 'adaptive', 'max_attempts': 4},
     connect_timeout=10,
     read_timeout=60,
     user_agent_extra='panda-deploy',
@@ -122,8 +127,15 @@ class _AssumedRole(botocore.credentials.CredentialProvider):
         return botocore.credentials.DeferredRefreshableCredentials(refresh_using=self._fetch, method=self.METHOD)
 
 
+# Service models are read from disk once per process, not once per run: each run has a session of its own (its
+# own credentials), and a new session re-reads the JSON model of every client it makes (~0.1 s a run for five).
+# The loader holds only botocore's data files, never credentials.
+_DATA_LOADER = botocore.loaders.create_loader()
+
+
 def client(session: boto3.session.Session, service: str) -> Any:
     """A client of `service` with the project's retry and timeout settings."""
+    session._session.register_component('data_loader', _DATA_LOADER)
     return session.client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
 
 
@@ -165,8 +177,8 @@ def aws_error(exc: BaseException, *, action: str, reason: str = Reason.UNEXPECTE
         detail = redact(detail, secrets)
         status = int(exc.response.get('ResponseMetadata', {}).get('HTTPStatusCode') or 0)
         text = f'{action} failed: {code}: {detail}'
-        if code in TRANSIENT_CODES or status >= 500:
-            return Transient(text)
+        if code in TRANSIENT_CODES or status >= 500:  # retried; when the engine gives up, fails with `reason`
+            return Transient(text, reason=_transient_reason(reason))
         if code in CREDENTIAL_CODES or (credentials_check and code in ACCESS_DENIED_CODES):
             return StageFailed(text, reason=Reason.INVALID_CREDENTIALS)
         return StageFailed(text, reason=reason)
@@ -175,10 +187,17 @@ def aws_error(exc: BaseException, *, action: str, reason: str = Reason.UNEXPECTE
                            f'(set spec.aws.credentialsSecretRef, or give the operator IRSA): '
                            f'{redact(str(exc), secrets)}', reason=Reason.INVALID_CREDENTIALS)
     if isinstance(exc, _CONNECTION_ERRORS):
-        return Transient(f'{action} failed: {type(exc).__name__}: {redact(str(exc), secrets)}')
+        return Transient(f'{action} failed: {type(exc).__name__}: {redact(str(exc), secrets)}',
+                         reason=_transient_reason(reason))
     if isinstance(exc, botocore.exceptions.BotoCoreError):
         return StageFailed(f'{action} failed: {type(exc).__name__}: {redact(str(exc), secrets)}', reason=reason)
     return StageFailed(f'{action} failed: {type(exc).__name__}: {redact(str(exc), secrets)}', reason=reason)
+
+
+def _transient_reason(reason: str) -> str:
+    """The reason a run fails with when AWS keeps refusing: the adapter's own, but never InvalidCredentials
+    (throttling or a 5xx says nothing about the keys)."""
+    return Reason.UNEXPECTED_ERROR if reason == Reason.INVALID_CREDENTIALS else reason
 
 
 class AwsAdapter:

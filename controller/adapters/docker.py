@@ -37,7 +37,14 @@ CONNECT_TIMEOUT = 10.0
 TAIL_LINES = 10
 _EXIT_CODE = re.compile(r'returned a non-zero code: (\d+)')
 _RUNNING_IN = re.compile(r'^ ---> Running in ([0-9a-f]{12,64})\s*$')
+# Terminal colour codes (the engine wraps a step's stderr in them) and other control characters: kept out
+# of the log tail, which becomes the status message and Event of a failed build.
+_TERMINAL_CODES = re.compile(r'\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]')
 _PUSHED_DIGEST = re.compile(r'digest: (sha256:[0-9a-f]{64})')
+# A registry's answers to a push worth trying again (the engine retries layer uploads itself, not the manifest):
+# a 5xx, or throttling.
+_PUSH_RETRYABLE = re.compile(r'received unexpected HTTP status: (429|5\d\d)|^(toomanyrequests|unavailable)\b',
+                             re.IGNORECASE)
 # Mid-stream, urllib3's own errors surface (the SDK reads the raw response).
 _ENGINE_DOWN = (requests.exceptions.ConnectionError, urllib3.exceptions.ProtocolError)
 _SILENT = (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)
@@ -98,7 +105,7 @@ class DockerEngine:
         """
         if cancel.is_set():
             raise StageFailed(f'build of {tag} cancelled', reason=Reason.BUILD_FAILED)
-        api = self._api()
+        api = self._api(reason=Reason.BUILD_FAILED)
         tail: collections.deque[str] = collections.deque(maxlen=self._tail_lines)
         lines = _Lines()
         step = _StepContainer()
@@ -109,7 +116,7 @@ class DockerEngine:
         image_id: str | None = None
 
         def emit(line: str) -> None:
-            line = redact(line)
+            line = _TERMINAL_CODES.sub('', redact(line))
             tail.append(line)
             found = _RUNNING_IN.match(line)
             if found:
@@ -139,6 +146,9 @@ class DockerEngine:
                         detail = chunk.get('errorDetail') or {}
                         message = str(detail.get('message') or chunk.get('error') or 'unknown error')
                         emit(message)
+                        if not self._answers():  # a stopping engine kills the step (exit 137): not the build's fault
+                            raise Transient(f'Docker engine at {engine_address()} stopped during the build of '
+                                            f'{tag} ({redact(message)})', reason=Reason.BUILD_FAILED)
                         raise BuildFailed(image_name=tag, exit_code=_exit_code(detail, message),
                                           log_tail='\n'.join(tail))
             finally:
@@ -148,7 +158,8 @@ class DockerEngine:
         except _ENGINE_DOWN as exc:
             if cancel.is_set():
                 raise StageFailed(f'build of {tag} cancelled', reason=Reason.BUILD_FAILED) from exc
-            raise Transient(f'Docker engine unreachable at {engine_address()} during the build of {tag}') from exc
+            raise Transient(f'Docker engine unreachable at {engine_address()} during the build of {tag}',
+                            reason=Reason.BUILD_FAILED) from exc
         except _SILENT as exc:
             raise Transient(f'No output from the Docker engine for {self._read_timeout:.0f} seconds '
                             f'during the build of {tag}') from exc
@@ -176,7 +187,7 @@ class DockerEngine:
 
     def push(self, *, tag: str, target: str, auth: RegistryAuth | None, log: LogLine) -> str:
         """Tag `tag` as `target` and push it with `auth` (none when its username is empty); the pushed digest."""
-        api = self._api()
+        api = self._api(reason=Reason.PUSH_FAILED)
         repository, target_tag = split_reference(target)
         secrets = [auth.password] if auth is not None and auth.password else []
         try:
@@ -197,6 +208,8 @@ class DockerEngine:
                         detail = chunk.get('errorDetail') or {}
                         message = redact(str(detail.get('message') or chunk.get('error') or 'unknown error'), secrets)
                         log(f'push of {target} failed: {message}')
+                        if _PUSH_RETRYABLE.search(message):
+                            raise Transient(f'push of {target} failed: {message}', reason=Reason.PUSH_FAILED)
                         raise StageFailed(f'push of {target} failed: {message}', reason=Reason.PUSH_FAILED)
                     aux = chunk.get('aux')
                     if isinstance(aux, dict) and aux.get('Digest'):
@@ -211,7 +224,8 @@ class DockerEngine:
             finally:
                 stream.close()
         except _ENGINE_DOWN as exc:
-            raise Transient(f'Docker engine unreachable at {engine_address()} during the push of {target}') from exc
+            raise Transient(f'Docker engine unreachable at {engine_address()} during the push of {target}',
+                            reason=Reason.PUSH_FAILED) from exc
         except _SILENT as exc:
             raise Transient(f'No output from the Docker engine for {self._read_timeout:.0f} seconds '
                             f'during the push of {target}') from exc
@@ -224,16 +238,24 @@ class DockerEngine:
 
     # -- inside ---------------------------------------------------------------------
 
-    def _api(self) -> docker.APIClient:
+    def _api(self, *, reason: str = Reason.UNEXPECTED_ERROR) -> docker.APIClient:
         with self._lock:
             if self._client is None:
                 try:
                     client = docker.from_env(timeout=int(CONNECT_TIMEOUT))
-                except docker.errors.DockerException as exc:
-                    raise Transient(f'Docker engine unreachable at {engine_address()}') from exc
+                except docker.errors.DockerException as exc:  # from_env asks the engine its API version
+                    raise Transient(f'Docker engine unreachable at {engine_address()}', reason=reason) from exc
                 client.api.timeout = self._read_timeout  # builds may be silent for a long time
                 self._client = client
             return self._client.api
+
+    def _answers(self) -> bool:
+        """Whether the engine takes a new request now (a stopping engine has closed its socket)."""
+        try:
+            self._api().ping()
+        except (docker.errors.APIError, *_ENGINE_DOWN, *_SILENT):
+            return False
+        return True
 
     def _image_id(self, tag: str) -> str:
         try:
