@@ -69,6 +69,23 @@ def resolve(spec: PandaDeploySpec, lookup: SecretLookup) -> Credentials:
     return Credentials(github_token=token, aws=aws)
 
 
+def credentials_used(spec: PandaDeploySpec, reason: str) -> str:
+    """'; credentials used: …' for a message saying AWS or the git server refused credentials (their errors
+    cannot say which ones were sent): the Secret and field they came from. Empty for other reasons."""
+    if reason == Reason.INVALID_CREDENTIALS:
+        ref = spec.aws.credentials_secret_ref
+        used = (f'the keys in Secret {ref.name!r} (spec.aws.credentialsSecretRef)' if ref is not None
+                else "the operator's own AWS identity (spec.aws.credentialsSecretRef is not set)")
+        if spec.aws.role_arn:
+            used += f', to assume spec.aws.roleArn {spec.aws.role_arn}'
+    elif reason == Reason.SOURCE_AUTH_FAILED and spec.source.token_secret_ref is not None:
+        token = spec.source.token_secret_ref
+        used = f'key {token.key!r} of Secret {token.name!r} (spec.source.tokenSecretRef)'
+    else:
+        return ''
+    return f'; credentials used: {used}'
+
+
 # Shapes of credentials that may turn up in external error text: (pattern, replacement).
 _CREDENTIAL_PATTERNS = [
     (re.compile(r'\b(gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})'), '***'),

@@ -29,13 +29,15 @@ _DNS_NAME = r'^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$'
 _SECRET_KEY = r'^[-._a-zA-Z0-9]+$'
 _GITHUB_REPO = r'^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$'
 # A user name may appear (ssh://git@host/...), a password may not: tokens belong in tokenSecretRef.
-_GIT_URL = r'^(https?|file|ssh|git)://(?:[^/:@\s]+@)?[^\s@]+$'
+_GIT_URL = r'^(https?|file|ssh|git)://(?:[^/:@\s]+@)?[^\s@\x00-\x1f\x7f]+$'
 _SHA = r'^[0-9a-f]{7,40}$'
-_BRANCH = r'^[^\s~^:?*\[\\]+$'
+_BRANCH = r'^[^\s~^:?*\[\\\x00-\x1f\x7f]+$'
 _ECR_REPO = r'^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$'
 _AWS_REGION = r'^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]+$'
 _ROLE_ARN = r'^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$'
-_HTTP_URL = r'^https?://[^\s]+$'
+_HTTP_URL = r'^https?://[^\s\x00-\x1f\x7f]+$'
+# Free text that reaches files, AWS names, logs and terminals: no control characters.
+_TEXT = r'^[^\x00-\x1f\x7f]*$'
 
 
 class Model(BaseModel):
@@ -83,9 +85,9 @@ class Source(Model):
     """A commit SHA to deploy instead of a branch head."""
     token_secret_ref: SecretKeyRef | None = None
     """Secret key holding a GitHub token for private repositories."""
-    dockerfile: Annotated[str | None, Field(max_length=1024)] = None
+    dockerfile: Annotated[str | None, Field(pattern=_TEXT, max_length=1024)] = None
     """Path of the Dockerfile inside the repository. Default: discover it."""
-    context: Annotated[str | None, Field(max_length=1024)] = None
+    context: Annotated[str | None, Field(pattern=_TEXT, max_length=1024)] = None
     """Build context inside the repository. Default: the Dockerfile's directory."""
     build_args: Annotated[dict[str, Annotated[str, Field(max_length=4096)]] | None, Field(max_length=64)] = None
     """Docker build arguments."""
@@ -177,19 +179,20 @@ class Ecs(Model):
 
 class Hooks(Model):
     """CodeDeploy lifecycle hook Lambda functions."""
-    before_allow_traffic: Annotated[str | None, Field(max_length=256)] = None
+    before_allow_traffic: Annotated[str | None, Field(pattern=_TEXT, max_length=256)] = None
     """Lambda function run before production traffic shifts to green."""
-    after_allow_traffic: Annotated[str | None, Field(max_length=256)] = None
+    after_allow_traffic: Annotated[str | None, Field(pattern=_TEXT, max_length=256)] = None
     """Lambda function run after production traffic shifted to green."""
 
 
 class CodeDeploy(Model):
     """The CodeDeploy application and deployment group that switch traffic."""
-    application: Annotated[str, Field(min_length=1, max_length=100)] = 'panda-app'
+    application: Annotated[str, Field(pattern=_TEXT, min_length=1, max_length=100)] = 'panda-app'
     """CodeDeploy application name."""
-    deployment_group: Annotated[str, Field(min_length=1, max_length=100)] = 'panda-dg'
+    deployment_group: Annotated[str, Field(pattern=_TEXT, min_length=1, max_length=100)] = 'panda-dg'
     """CodeDeploy deployment group name."""
-    deployment_config: Annotated[str, Field(min_length=1, max_length=100)] = 'CodeDeployDefault.ECSAllAtOnce'
+    deployment_config: Annotated[str, Field(pattern=_TEXT, min_length=1,
+                                            max_length=100)] = 'CodeDeployDefault.ECSAllAtOnce'
     """CodeDeploy deployment configuration."""
     service_role_arn: Annotated[str | None, Field(pattern=_ROLE_ARN)] = None
     """Role CodeDeploy uses; needed only when the operator creates the deployment group."""
@@ -232,7 +235,7 @@ class HealthCheck(Model):
     """Checks that green must pass before it gets production traffic."""
     url: Annotated[str | None, Field(pattern=_HTTP_URL, max_length=2048)] = None
     """Full URL to check. Default: the test listener's URL plus path."""
-    path: Annotated[str, Field(pattern=r'^/[^\s]*$', max_length=1024)] = '/'
+    path: Annotated[str, Field(pattern=r'^/[^\s\x00-\x1f\x7f]*$', max_length=1024)] = '/'
     """Path to check on green."""
     checks: Annotated[int, Field(ge=1, le=100)] = 5
     """Number of checks that must all pass."""
@@ -537,6 +540,8 @@ def describe_validation_error(exc: pydantic.ValidationError, *, root: str = 'spe
         location = [str(p) for p in error['loc'] if not _UNION_TAG.match(str(p))]
         path = '.'.join([root, *location]) if location else root
         message = error['msg'].removeprefix('Value error, ')
+        if message.startswith(f'{root}.') and ' ' in message:  # a model-level check that names its own field
+            path, message = message.split(' ', 1)
         if message not in by_path.setdefault(path, []):
             by_path[path].append(message)
     return '; '.join(f'{path}: {" or ".join(messages)}' for path, messages in by_path.items())

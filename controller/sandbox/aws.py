@@ -1496,8 +1496,15 @@ class SandboxApp:
         self.simulator = simulator
         self.responses = CodeDeployResponses(simulator=simulator)
         self.moto = moto_app or DomainDispatcherApplication(create_backend_app)
+        #: None: any access key is accepted (moto's default). A set: requests signed with another key
+        #: are refused as AWS refuses unknown keys (see `AwsSandbox.refuse_unknown_keys`).
+        self.known_access_keys: frozenset[str] | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if self.known_access_keys is not None:
+            found = re.search(r'Credential=([^/,\s]+)/', environ.get('HTTP_AUTHORIZATION', ''))
+            if found and found.group(1) not in self.known_access_keys:
+                return self._unknown_key(environ, start_response)
         target = environ.get('HTTP_X_AMZ_TARGET', '')
         operation = target[len(TARGET_PREFIX):] if target.startswith(TARGET_PREFIX) else ''
         if operation in SIMULATED_OPERATIONS or operation in ADJUSTED_OPERATIONS:
@@ -1556,6 +1563,19 @@ class SandboxApp:
             return self._respond(start_response, 200, merge(json.loads(payload or b'{}')))
         headers = [(k, v) for k, v in captured.get('headers', []) if k.lower() != 'content-length']
         start_response(status, [*headers, ('Content-Length', str(len(payload)))])
+        return [payload]
+
+    def _unknown_key(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        """AWS's answer to an access key it does not know: JSON protocols (ECS, ECR, CodeDeploy) say
+        UnrecognizedClientException, query protocols (STS, ELBv2, IAM) InvalidClientTokenId; HTTP 403."""
+        self._read_body(environ)
+        message = 'The security token included in the request is invalid.'
+        if environ.get('HTTP_X_AMZ_TARGET'):
+            return self._respond(start_response, 403, {'__type': 'UnrecognizedClientException', 'message': message})
+        payload = (f'<ErrorResponse><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code>'
+                   f'<Message>{message}</Message></Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>'
+                   ).encode()
+        start_response('403 Forbidden', [('Content-Type', 'text/xml'), ('Content-Length', str(len(payload)))])
         return [payload]
 
     @staticmethod
@@ -1635,6 +1655,10 @@ class AwsSandbox:
         request = urllib.request.Request(f'{self.url}/moto-api/reset', method='POST', data=b'')
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
+
+    def refuse_unknown_keys(self, access_keys: Iterable[str] | None) -> None:
+        """Refuse requests signed with an access key not in `access_keys`, as AWS does (None: accept any)."""
+        self.app.known_access_keys = None if access_keys is None else frozenset(access_keys)
 
     def pending_hooks(self) -> list[HookExecution]:
         """Hook executions waiting for PutLifecycleEventHookExecutionStatus (AWS would pass the id to the Lambda)."""
