@@ -9,6 +9,7 @@ from __future__ import annotations
 import pathlib
 import tempfile
 
+from controller import tempdirs
 from controller.errors import Reason, StageFailed
 from controller.models import ImageStatus, PandaDeploySpec, StageName
 from controller.pipeline.engine import Done, StageContext
@@ -59,27 +60,33 @@ class Build:
         spec, source, adapters = ctx.spec, ctx.spec.source, ctx.adapters
         token = ctx.credentials.github_token
         revision = ctx.status.revision
+        resolved = not revision
         if not revision:
             revision = adapters.git.resolve(url=source.clone_url, branch=source.effective_branch,
                                             revision=source.revision, token=token)
-            ctx.record(revision=revision)
         ctx.progress(f'Revision {revision[:7]} of {source.repo or source.url}'
                      + (f' branch {source.effective_branch}' if source.effective_branch else ''))
 
         existing = adapters.registry.find_image(repository=spec.repository_name, tag=revision)
         if existing is not None:
             uri = f'{adapters.registry.ensure_repository(spec.repository_name)}:{revision}'
-            ctx.record(image=ImageStatus(uri=uri, digest=existing))
+            found = {'image': ImageStatus(uri=uri, digest=existing)} | ({'revision': revision} if resolved else {})
             return Done(f'Image {uri} already in the registry ({existing[:19]}); clone and build skipped',
-                        skipped=True)
+                        skipped=True, record=found)
+        if resolved:  # the commit being built, shown while it builds
+            ctx.record(revision=revision)
 
         tag = local_tag(spec, revision)
-        with tempfile.TemporaryDirectory(prefix='panda-deploy-src-') as tmp:
+        with tempfile.TemporaryDirectory(prefix=tempdirs.prefix('src')) as tmp:
             checkout = pathlib.Path(tmp) / 'src'
             checkout.mkdir(mode=0o700)
             adapters.git.checkout(url=source.clone_url, revision=revision, token=token, into=checkout)
             ctx.progress('Repository cloned')
-            dockerfile, context = find_dockerfile(checkout, path=source.dockerfile, context=source.context)
+            try:
+                dockerfile, context = find_dockerfile(checkout, path=source.dockerfile, context=source.context)
+            except StageFailed as exc:  # say which repository and commit were searched
+                raise StageFailed(f'{exc.message} ({source.repo or source.url} at {revision[:7]})',
+                                  reason=exc.reason) from None
             ctx.progress(f'Dockerfile found: {dockerfile}')
             labels = {
                 'org.opencontainers.image.source': source.repo and f'https://github.com/{source.repo}' or source.url or '',
@@ -90,5 +97,4 @@ class Build:
             adapters.docker.build(context=checkout / context, dockerfile=relative, tag=tag, labels=labels,
                                   build_args=source.build_args or {}, log=ctx.logger.info, cancel=ctx.cancel)
         ctx.progress(f'Docker image built: {tag}')
-        ctx.record(image=ImageStatus(dockerfile=dockerfile))
-        return Done(f'Built {tag} from {dockerfile}')
+        return Done(f'Built {tag} from {dockerfile}', record={'image': ImageStatus(dockerfile=dockerfile)})

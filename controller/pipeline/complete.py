@@ -10,5 +10,5 @@ class Complete:
 
     def run(self, ctx: StageContext) -> Done:
         traffic = ctx.adapters.loadbalancer.traffic(spec=ctx.spec)
-        ctx.record(active_color=traffic.active_color, blue_url=traffic.blue_url, green_url=traffic.green_url)
-        return Done(f'{traffic.active_color} is active')
+        return Done(f'{traffic.active_color} is active', record={
+            'active_color': traffic.active_color, 'blue_url': traffic.blue_url, 'green_url': traffic.green_url})

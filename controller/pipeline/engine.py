@@ -6,10 +6,21 @@ loop), polls `Wait`s with asyncio sleeps (holding no thread), enforces the
 stage and total timeouts, and hands every outcome to the `Recorder`, the one
 place that turns results into status, conditions, events and metrics.
 
-Durability: the stage records and every external id live in `status`, saved
-before the next stage begins, so a restarted operator skips recorded stages
-and resumes at the one that was running. Stages look before they act, so
-redoing the interrupted one is safe.
+Durability: the stage records and every external id live in `status`. An id
+a stage learns and then acts on is saved at once (`StageContext.record`); a
+stage that did work is saved as done before the next stage begins, so a
+restarted operator skips recorded stages and resumes at the one that was
+running. Stages look before they act, so redoing the interrupted one is safe.
+
+Writes are few (Kubernetes API writes are the operator's own cost): a
+stage's start is saved with its first record or wait, or once it has run for
+`SHOW_RUNNING_AFTER` seconds, not on its own; ids known only at a stage's end
+travel in `Done.record` and are saved with the stage's record; a stage whose
+end adds nothing to what it already recorded (or that was skipped: it found
+its work done) is saved with the next write, since redoing it only looks
+again; and the last stage's Event is the run's final Event. A run in which
+stages 1 to 5 all found their work done writes its status once and no Event
+at all (as Flux does not announce a reconciliation that changed nothing).
 """
 from __future__ import annotations
 
@@ -28,7 +39,7 @@ from typing import Any, Protocol
 
 from controller import conditions, metrics
 from controller.adapters import AdapterFactory, Adapters
-from controller.credentials import Credentials, redact
+from controller.credentials import Credentials, credentials_used, redact
 from controller.errors import PandaDeployError, Reason, StageFailed, StageTimeout, Transient
 from controller.models import (
     HistoryEntry, PandaDeploySpec, PandaDeployStatus, Phase, RunResult, StageName, StageRecord, StageResult,
@@ -36,18 +47,23 @@ from controller.models import (
 
 FINISHED_STAGE = (StageResult.succeeded, StageResult.skipped)
 TRANSIENT_BACKOFF = (2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+SHOW_RUNNING_AFTER = 1.0  # seconds a stage runs before its start is saved (if nothing saved it sooner)
 
 
 @dataclasses.dataclass(frozen=True)
 class Done:
-    """The stage finished; `skipped` when it found its work already done."""
+    """The stage finished; `skipped` when it found its work already done.
+
+    `record`: status fields learnt at the very end (nothing external happens between them and
+    the stage's end, so they are saved with the stage's record rather than on their own)."""
     message: str = ''
     skipped: bool = False
+    record: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
 class Wait:
-    """Not finished: call the stage again after `seconds` (the thread is released meanwhile)."""
+    """Not finished: call the stage again `seconds` after this call began (the thread is released meanwhile)."""
     seconds: float
     message: str = ''
 
@@ -99,10 +115,34 @@ class Recorder:
 
     def __init__(self, run: Run) -> None:
         self.run = run
+        self._dirty = False  # the status changed since it was last saved
+        self._held: list[tuple[str, str, str]] = []  # Events (type, reason, message) held for the next write
+        self.wrote = False  # anything written for this run yet
+        self._lock = asyncio.Lock()  # flushes come from the engine and from stages' records
+
+    @property
+    def pending(self) -> bool:
+        """Status changes or Events not written yet."""
+        return self._dirty or bool(self._held)
 
     @property
     def status(self) -> PandaDeployStatus:
         return self.run.status
+
+    async def flush(self) -> None:
+        """Send the held Events in order (they tell what already happened), then save the status if it changed."""
+        async with self._lock:
+            held, self._held = self._held, []
+            for type_, reason, message in held:
+                self.wrote = True
+                await self.run.sink.event(type=type_, reason=reason, message=message)
+            if self._dirty:
+                self._dirty = False
+                self.wrote = True
+                await self.run.sink.save(self.status)
+
+    def _hold(self, type_: str, reason: str, message: str) -> None:
+        self._held.append((type_, reason, message))
 
     def begin(self) -> None:
         """Reset the status for a new run of the current generation (no write yet)."""
@@ -126,6 +166,7 @@ class Recorder:
         s.phase = Phase.pending
         s.message = f'Waiting for a free worker ({ahead} run(s) ahead)'
         conditions.summarise(s, reason=Reason.QUEUED, message=s.message, generation=self.run.generation)
+        self.wrote = True
         await self.run.sink.save(s)
         await self.run.sink.event(type='Normal', reason=Reason.QUEUED, message=s.message)
 
@@ -142,8 +183,9 @@ class Recorder:
             message = f'Run {s.deployment_id} started for generation {self.run.generation}'
         s.message = message
         conditions.summarise(s, reason=Reason.PROGRESSING, message=message, generation=self.run.generation)
-        # No save here: the first stage's start saves this together with its own record.
-        await self.run.sink.event(type='Normal', reason='Resumed' if resumed else 'Started', message=message)
+        # Held: written with the first stage's first write.
+        self._dirty = True
+        self._hold('Normal', 'Resumed' if resumed else 'Started', message)
         self.run.sink.progress(message)
 
     async def stage_started(self, name: StageName) -> StageRecord:
@@ -162,7 +204,7 @@ class Recorder:
         conditions.set_condition(s, type=name.value, value='Unknown', reason=Reason.PROGRESSING,
                                  message=message, generation=self.run.generation)
         conditions.summarise(s, reason=Reason.PROGRESSING, message=message, generation=self.run.generation)
-        await self.run.sink.save(s)
+        self._dirty = True  # saved with the stage's first record, first wait or end
         self.run.sink.progress(f'[Stage {name.number}] {name.value} started')
         return record
 
@@ -170,16 +212,27 @@ class Recorder:
         """Write external ids as soon as they are known (not for a stage the engine gave up on)."""
         if abandoned is not None and abandoned.is_set():
             return
+        self._apply(fields)
+        await self.flush()
+
+    def _apply(self, fields: dict[str, Any]) -> bool:
+        """Set status fields; whether any of them changed."""
         s = self.status
+        changed = False
         for key, value in fields.items():
+            if getattr(s, key) == value:
+                continue
+            changed = True
             if key == 'revision':
                 s.set_revision(value)
             else:
                 setattr(s, key, value)
-        await self.run.sink.save(s)
+        self._dirty = self._dirty or changed
+        return changed
 
     async def stage_done(self, name: StageName, record: StageRecord, outcome: Done) -> None:
         s = self.status
+        learnt = self._apply(outcome.record)
         record.result = StageResult.skipped if outcome.skipped else StageResult.succeeded
         record.completed_at = conditions.now()
         record.message = self.run.redact(outcome.message)
@@ -191,13 +244,19 @@ class Recorder:
         text = f'Stage {name.number}/6 {name.value} {"skipped" if outcome.skipped else "succeeded"}'
         if record.message:
             text += f': {record.message}'
-        # Saved with the next stage's start (or the run's end): one write per transition.
-        await self.run.sink.event(type='Normal', reason=f'{name.value}{reason}', message=text)
+        self._dirty = True
         self.run.sink.progress(f'[Stage {name.number}] {record.message or reason}')
+        if name == StageName.complete:  # the run's final Event, which follows at once, says it
+            return
+        self._hold('Normal', f'{name.value}{reason}', text)
+        if learnt and not outcome.skipped:  # what its work made is saved before the next stage begins
+            await self.flush()
 
     async def stage_failed(self, name: StageName, record: StageRecord, error: PandaDeployError) -> None:
         s = self.status
         message = self.run.redact(error.message)
+        if used := credentials_used(self.run.spec, error.reason):  # which credentials were refused
+            message = message.rstrip('.') + used
         record.result = StageResult.failed
         record.completed_at = conditions.now()
         record.message, record.reason = message, error.reason
@@ -213,7 +272,8 @@ class Recorder:
         record.completed_at = conditions.now()
         record.message = f'{result.value} while running'
 
-    async def finish(self, result: RunResult, *, reason: str, message: str) -> None:
+    async def finish(self, result: RunResult, *, reason: str, message: str, quiet: bool = False) -> None:
+        """End the run: status and history saved, then the held Events and the final one (none when `quiet`)."""
         s = self.status
         s.completed_at = conditions.now()
         started = s.started_at or s.completed_at
@@ -234,9 +294,13 @@ class Recorder:
         conditions.summarise(s, reason=reason, message=message, generation=self.run.generation)
         metrics.RUNS.labels(result=result.value).inc()
         metrics.RUN_DURATION.observe(s.duration_seconds)
-        await self.run.sink.save(s)
-        kind = 'Warning' if result == RunResult.failed else 'Normal'
-        await self.run.sink.event(type=kind, reason=reason, message=message)
+        self._dirty = True
+        if quiet:
+            self._held = []
+        await self.flush()
+        if not quiet:
+            await self.run.sink.event(type='Warning' if result == RunResult.failed else 'Normal', reason=reason,
+                                      message=message)
         self.run.sink.progress(f'Run {s.deployment_id} {result.value}: {message}')
 
 
@@ -262,7 +326,7 @@ class StageContext:
         self.logger = run.logger
         self.cancel = threading.Event()
         self.scratch: dict[str, Any] = {}  # per-run, in-memory state between polls of one stage
-        self._recorder = recorder
+        self.recorder = recorder
         self._loop = loop
         self._adapters = adapters
 
@@ -285,7 +349,7 @@ class StageContext:
         """
         if self.cancel.is_set():
             raise StageAbandoned(f'stage {self.name.value} was abandoned; its result is discarded')
-        future = asyncio.run_coroutine_threadsafe(self._recorder.record(fields, abandoned=self.cancel), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self.recorder.record(fields, abandoned=self.cancel), self._loop)
         future.result(timeout=120)
 
     def promote_requested(self) -> bool:
@@ -347,9 +411,16 @@ class Engine:
             revision = run.status.revision_short or 'unknown'
             colour = run.status.active_color
             message = f'Revision {revision} deployed' + (f'; {colour} is active' if colour else '')
+            # Nothing written so far and stages 1-5 all found their work done: one quiet status write.
+            quiet = not recorder.wrote and until is None and all(
+                (r := run.status.stage_record(name)) is not None and r.result == StageResult.skipped
+                for name in StageName if name != StageName.complete)
+            if quiet:
+                message = f'Revision {revision} already deployed' + (f'; {colour} is active' if colour else '') \
+                    + '; nothing to do'
             if until is not None and until != StageName.complete:
                 message = f'Stopped after stage {until.number}/6 {until.value} as asked; revision {revision}'
-            await recorder.finish(RunResult.succeeded, reason=Reason.SUCCEEDED, message=message)
+            await recorder.finish(RunResult.succeeded, reason=Reason.SUCCEEDED, message=message, quiet=quiet)
             return RunResult.succeeded
         except asyncio.CancelledError:
             result = run.cancel_result
@@ -380,32 +451,44 @@ class Engine:
         run = ctx.run
         loop = asyncio.get_running_loop()
         attempts = 0
+        last_error: Transient | None = None  # a timeout after transient errors names the last one
         while True:
             remaining, timeout = self._deadline(run, record)
             if remaining <= 0:
-                raise timeout
+                raise _with_last_error(timeout, last_error)
             try:
+                called = loop.time()
                 future = loop.run_in_executor(self.pool, stage.run, ctx)
-                outcome = await asyncio.wait_for(future, timeout=remaining)
+                if ctx.recorder.pending and remaining > SHOW_RUNNING_AFTER:
+                    finished, _ = await asyncio.wait({future}, timeout=SHOW_RUNNING_AFTER)
+                    if not finished:  # a long stage shows as running
+                        await ctx.recorder.flush()
+                    remaining, timeout = self._deadline(run, record)
+                outcome = await asyncio.wait_for(future, timeout=max(0.0, remaining))
             except asyncio.TimeoutError:
                 ctx.cancel.set()
-                raise self._deadline(run, record)[1] from None
+                raise _with_last_error(self._deadline(run, record)[1], last_error) from None
             except Transient as exc:
+                last_error = exc
                 delay = TRANSIENT_BACKOFF[min(attempts, len(TRANSIENT_BACKOFF) - 1)]
                 attempts += 1
                 remaining, timeout = self._deadline(run, record)
                 if remaining <= delay:
                     raise StageFailed(f'{exc.message} (gave up after {attempts} attempts)', reason=exc.reason) from exc
                 ctx.progress(f'{exc.message}; retry {attempts} in {delay:.0f}s')
+                await ctx.recorder.flush()  # the stage shows as running while it waits
                 await asyncio.sleep(delay)
                 continue
             if isinstance(outcome, Done):
                 return outcome
-            attempts = 0
+            attempts, last_error = 0, None
             if outcome.message:
                 ctx.progress(outcome.message)
+            await ctx.recorder.flush()  # the stage shows as running while it waits
             remaining, _ = self._deadline(run, record)
-            await asyncio.sleep(max(0.0, min(outcome.seconds, remaining)))
+            # `seconds` apart from the start of the previous call (a fixed rate: checks `intervalSeconds`
+            # apart, polls not slowed by the time each call takes).
+            await asyncio.sleep(max(0.0, min(outcome.seconds - (loop.time() - called), remaining)))
 
     def _deadline(self, run: Run, record: StageRecord) -> tuple[float, StageTimeout]:
         """Seconds left before the nearer of the stage and total limits, and the error to raise then."""
@@ -421,6 +504,14 @@ class Engine:
                                             limit=total_limit, total=True)
         return stage_left, StageTimeout(stage=name.value, number=name.number, seconds=now - stage_start,
                                         limit=stage_limit, total=False)
+
+
+def _with_last_error(timeout: StageTimeout, error: Transient | None) -> StageTimeout:
+    """The timeout, its message naming the last transient error (e.g. the AWS error code) when there was one."""
+    if error is not None:
+        timeout.message = f'{timeout.message}; last error: {error.message}'
+        timeout.args = (timeout.message,)
+    return timeout
 
 
 def _epoch(moment: datetime.datetime | None, default: float) -> float:

@@ -32,6 +32,6 @@ class Push:
             digest = ctx.adapters.docker.push(tag=tag, target=target, auth=registry.authorization(),
                                               log=ctx.logger.info)
         dockerfile = image.dockerfile if image is not None else None
-        ctx.record(image=ImageStatus(uri=uri, digest=digest, dockerfile=dockerfile))
         ctx.progress(f'Image pushed: {uri}')
-        return Done(f'Image pushed: {uri}@{digest}')
+        return Done(f'Image pushed: {uri}@{digest}',
+                    record={'image': ImageStatus(uri=uri, digest=digest, dockerfile=dockerfile)})

@@ -52,9 +52,14 @@ class Service:
         image = ctx.status.image
         assert image is not None and image.uri, 'Push records the image before Service runs'
         arn, registered = ecs.register_task_definition(task_definition(spec, image_uri=f'{image.uri}'))
-        ctx.record(task_definition_arn=arn)
+        if registered:  # a new revision: saved before the service may be created with it
+            ctx.record(task_definition_arn=arn)
         ctx.progress(('Task definition registered: ' if registered else 'Task definition unchanged: ') + arn)
         state = ecs.ensure_service(spec=spec, task_definition_arn=arn)
         verb = 'created' if state.created else 'found'
         ctx.progress(f'ECS service {state.service} {verb} in cluster {state.cluster}')
-        return Done(f'Service {state.service} {verb}; task definition {arn.rsplit("/", 1)[-1]}')
+        revision = arn.rsplit('/', 1)[-1]
+        if not registered and not state.created:
+            return Done(f'Service {state.service} found; task definition {revision} unchanged', skipped=True,
+                        record={'task_definition_arn': arn})
+        return Done(f'Service {state.service} {verb}; task definition {revision}', record={'task_definition_arn': arn})

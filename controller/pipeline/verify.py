@@ -7,13 +7,19 @@ tasks up) and there is no traffic to move. All pass: with `promotion: manual` th
 stage waits for the `deploy.panda.dev/promote` annotation, then continues the
 CodeDeploy deployment and waits for it to succeed. Any check fails: the
 deployment is stopped with rollback, traffic stays on blue, the run fails.
+
+A run that deployed nothing (stage 3 found the task definition registered
+and the service there, stage 4 found the service already running it) skips
+the checks when the newest run in `status.history` succeeded with the same
+image: that image passed them then, and no traffic is to move now. After a
+failed or superseded run, the checks run again.
 """
 from __future__ import annotations
 
 import statistics
 
 from controller.errors import HealthCheckFailed, Reason, StageFailed
-from controller.models import HealthCheckStatus, Promotion, StageName
+from controller.models import HealthCheckStatus, HistoryEntry, Promotion, RunResult, StageName, StageResult
 from controller.pipeline.bluegreen import report_lifecycle
 from controller.pipeline.engine import Done, StageContext, Wait
 
@@ -39,6 +45,10 @@ class Verify:
         deployment_id = ctx.status.code_deploy_deployment_id
         check = spec.health_check
         scratch = ctx.scratch
+
+        if not deployment_id and 'url' not in scratch and (verified := verified_before(ctx)) is not None:
+            return Done(f'Nothing deployed by this run; image {verified.image_uri} passed its checks in run '
+                        f'{verified.deployment_id}', skipped=True)
 
         if deployment_id and 'continued' not in scratch:
             state = adapters.codedeploy.get_deployment(deployment_id)
@@ -77,7 +87,8 @@ class Verify:
                 if done + 1 < check.checks:
                     return Wait(check.interval_seconds)
             summary = summarise_checks(url, latencies, scratch['failures'], check.checks)
-            ctx.record(health_check=summary)
+            if deployment_id or summary.failed:  # saved before the deployment is stopped or continued
+                ctx.record(health_check=summary)
             if summary.failed:
                 if deployment_id:
                     adapters.codedeploy.stop_deployment(deployment_id, rollback=True)
@@ -85,7 +96,8 @@ class Verify:
                 raise HealthCheckFailed(url=url, failed=summary.failed, total=summary.total,
                                         detail=scratch['errors'][0])
             if not deployment_id:
-                return Done(f'{summary.total}/{summary.total} checks passed on {url}; no traffic to shift')
+                return Done(f'{summary.total}/{summary.total} checks passed on {url}; no traffic to shift',
+                            record={'health_check': summary})
             if spec.blue_green.promotion == Promotion.manual and not ctx.promote_requested():
                 if not ctx.status.promotion:
                     ctx.record(promotion=f'Green passed {summary.total}/{summary.total} checks; '
@@ -109,3 +121,16 @@ class Verify:
         colour = adapters.loadbalancer.traffic(spec=spec).active_color
         ctx.progress(f'Traffic switched to {colour}')
         return Done(f'Traffic switched to {colour} (deployment {deployment_id})')
+
+
+def verified_before(ctx: StageContext) -> HistoryEntry | None:
+    """The newest run, when it succeeded with this image and this run deployed nothing; else None."""
+    status = ctx.status
+    for name in (StageName.service, StageName.blue_green):
+        record = status.stage_record(name)
+        if record is None or record.result != StageResult.skipped:
+            return None
+    last = status.history[0] if status.history else None
+    if last is None or last.result != RunResult.succeeded or status.image is None or not status.image.uri:
+        return None
+    return last if last.image_uri == status.image.uri else None

@@ -135,6 +135,7 @@ class _RunView:
     code_deploy: bool = False
     health: bool = False
     verifying: bool = False
+    completed: bool = False
     checks: int = 0
 
 
@@ -258,6 +259,10 @@ class ProgressPrinter:
         if status.get('healthCheck') and not run.health:
             run.health = True
             self._print(f'[Stage 5] {_health_summary(status["healthCheck"])}')
+        complete = next((s for s in status.get('stages') or [] if s.get('name') == StageName.complete.value), {})
+        if complete.get('result') == 'Succeeded' and not run.completed:  # its Event is the run's final one
+            run.completed = True
+            self._print(f'[Stage 6] {complete.get("message") or "Succeeded"}')
         self._record_outcome(status)
 
     def _record_outcome(self, status: dict[str, Any]) -> None:
@@ -885,10 +890,12 @@ def restart_operator(sandbox: Sandbox, *, kill: int = signal.SIGKILL) -> None:
 
 def _remove_builds(client: docker.DockerClient, deployment_ids: set[str]) -> None:
     """Remove the images the demo's runs built (by id: every tag, pushed digest and untagged parent goes)."""
-    for image in client.images.list(filters={'label': BUILD_LABEL}):
-        if image.labels.get(BUILD_LABEL) in deployment_ids:
+    # One listing call with the labels in it: `images.list` inspects each image afterwards, which raises
+    # ImageNotFound when another client of a shared engine removes one of its own labelled images meanwhile.
+    for image in client.api.images(filters={'label': BUILD_LABEL}):
+        if (image.get('Labels') or {}).get(BUILD_LABEL) in deployment_ids:
             with contextlib.suppress(docker.errors.APIError):
-                client.images.remove(image.id, force=True)
+                client.images.remove(image['Id'], force=True)
 
 
 def apply_manifests(api: kubernetes.client.ApiClient, *, repository: SampleRepository, base_image: str,

@@ -43,7 +43,7 @@ def test_apply_get_wait_and_events(cluster: Cluster, operator: Operator, tmp_pat
     events = kubectl(cluster, 'get', 'events', '--field-selector', 'involvedObject.name=sample-app',
                      '-o', 'jsonpath={range .items[*]}{.reason}{"\\n"}{end}').stdout.split()
     assert {'Started', 'Succeeded', 'BuildSucceeded', 'PushSucceeded', 'ServiceSucceeded', 'BlueGreenSkipped',
-            'VerifySucceeded', 'CompleteSucceeded'} <= set(events)
+            'VerifySucceeded'} <= set(events)
 
 
 def test_a_bad_manifest_is_refused_naming_the_field(cluster: Cluster):

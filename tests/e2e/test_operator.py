@@ -51,8 +51,10 @@ def test_a_resource_passes_all_six_stages(cluster: Cluster, operator: Operator):
     assert 'Reconciling' not in types and 'Stalled' not in types
     assert all(types[s]['status'] == 'True' for s in STAGES)
 
-    events = cluster.events('app')
-    assert [e['reason'] for e in events] == ['Started'] + [f'{s}Succeeded' for s in STAGES] + ['Succeeded']
+    # Stage 6's Event is the run's final one, sent just after the status that says Ready.
+    events = wait_for(lambda: [e for e in cluster.events('app')] if len(cluster.events('app')) >= 7 else None,
+                      timeout=5, what='the final Event')
+    assert [e['reason'] for e in events] == ['Started'] + [f'{s}Succeeded' for s in STAGES[:-1]] + ['Succeeded']
     assert {e['type'] for e in events} == {'Normal'}
     # Kopf's own state sits in our annotations; status holds only our fields.
     body = cluster.get('app')
@@ -77,7 +79,7 @@ def test_an_unchanged_resource_writes_nothing_more(cluster: Cluster, operator: O
     time.sleep(3)
     after = cluster.writes_for('app')
     assert after[before:] == [('PATCH', 'pandadeploys', None)], 'only the label patch itself'
-    assert len(cluster.events('app')) == 8
+    assert len(cluster.events('app')) == 7  # Started, stages 1-5, Succeeded (which speaks for stage 6)
 
 
 def test_a_failure_in_stage_3_ends_failed_with_a_warning(cluster: Cluster, operator: Operator, world: World):
@@ -136,8 +138,10 @@ def test_a_stopped_operator_resumes_without_redoing_stage_1(cluster: Cluster, op
     cluster.apply_secrets(**SECRETS)
     cluster.create('app', SPEC)
     wait_for(lambda: world.calls('docker.push'), what='stage 2 to push')
-    before = cluster.status('app')
-    assert before['stageName'] == 'Push' and before['stages'][0]['result'] == 'Succeeded'
+    # A stage's start is saved once it has run for a second (engine.SHOW_RUNNING_AFTER) if nothing saved it sooner.
+    before = wait_for(lambda: cluster.status('app').get('stageName') == 'Push' and cluster.status('app'),
+                      timeout=3, what='status to show stage 2')
+    assert before['stages'][0]['result'] == 'Succeeded'
     operator.kill(sig)
     assert cluster.status('app')['phase'] == 'Progressing', 'a stopping operator records no end of the run'
     world.set_script()

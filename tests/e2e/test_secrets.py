@@ -174,8 +174,10 @@ def test_a_real_run_leaves_no_secret_anywhere(client: docker.DockerClient, tmp_p
         assert len(events) >= 8
         log = sandbox.operator_log.read_text(errors='replace')
         assert 'Stage 6/6' in log or 'Complete' in log
-        built = next(image for image in client.images.list(filters={'label': demo.BUILD_LABEL})
-                     if any(tag.endswith(f':{sha}') for tag in image.tags))
+        # One listing call: other tests' labelled images may go between a listing and a per-image inspect.
+        built_id = next(image['Id'] for image in client.api.images(filters={'label': demo.BUILD_LABEL})
+                        if any(tag.endswith(f':{sha}') for tag in image.get('RepoTags') or []))
+        built = client.images.get(built_id)
         image_record = json.dumps([built.attrs, built.history()], default=str)
 
         places: dict[str, str] = {

@@ -283,7 +283,7 @@ async def test_first_rollout_creates_the_service_and_needs_no_deployment(
     assert status.blue_url == f'http://{found.dns_name}' and status.green_url == f'http://{found.dns_name}:8080'
     assert_ready(first, commit('a'))
     assert [reason for _, reason, _ in first.sink.events] == [
-        'Started', 'ServiceSucceeded', 'BlueGreenSkipped', 'VerifySucceeded', 'CompleteSucceeded', 'Succeeded']
+        'Started', 'ServiceSucceeded', 'BlueGreenSkipped', 'VerifySucceeded', 'Succeeded']
     assert status.history[0].active_color == 'blue' and status.history[0].result == RunResult.succeeded
 
 
@@ -351,7 +351,7 @@ async def test_the_same_image_again_registers_nothing_and_deploys_nothing(
     again = await rollout(spec, commit('a'), after=first)  # a new run for the same commit
 
     assert again.result == RunResult.succeeded, again.sink.lines
-    assert again.results()['Service'] == 'Succeeded' and again.results()['BlueGreen'] == 'Skipped'
+    assert again.results()['Service'] == 'Skipped' and again.results()['BlueGreen'] == 'Skipped'
     assert again.status.task_definition_arn == first.status.task_definition_arn
     assert any('Task definition unchanged' in line for line in again.sink.lines)
     assert len(revisions(session, spec)) == 1 and deployments(session, spec) == []

@@ -81,14 +81,57 @@ async def test_a_run_passes_six_stages_in_order_and_records_each(world, pool):
     assert [c.type for c in status.conditions] == ['Ready'] + [n.value for n in StageName]
     assert status.history[0].result == RunResult.succeeded
     reasons = [reason for _, reason, _ in sink.events]
+    # The last stage's Event is the run's final one ("... deployed; green is active").
     assert reasons == ['Started', 'BuildSucceeded', 'PushSucceeded', 'ServiceSucceeded', 'BlueGreenSucceeded',
-                       'VerifySucceeded', 'CompleteSucceeded', 'Succeeded']
+                       'VerifySucceeded', 'Succeeded']
+    assert 'green is active' in sink.events[-1][2]
     assert any('[Stage 1] Dockerfile found: Dockerfile' in line for line in sink.lines)
     assert any('[Stage 5] HealthCheck in progress - Check 3/3' in line for line in sink.lines)
-    # Each stage's record is saved before the next stage begins.
-    for k, name in enumerate(list(StageName)[1:], start=1):
-        save = next(s for s in sink.saves if s.get('stageName') == name.value)
-        assert save['stages'][k - 1]['result'] == 'Succeeded'
+    # Build and Push, whose ends bring the image, are saved as done before the next stage appears in a save;
+    # the other stages' ids were saved while they ran, and their ends travel with the next write.
+    for k in (0, 1):
+        done = next(i for i, s in enumerate(sink.saves)
+                    if len(s['stages']) > k and s['stages'][k]['result'] == 'Succeeded')
+        assert all(len(s['stages']) <= k + 1 for s in sink.saves[:done + 1]), k
+    assert sink.saves[0]['revision'] == status.revision and sink.saves[0]['stageName'] == 'Build'
+    td_saved = next(s for s in sink.saves if s.get('taskDefinitionArn'))
+    assert td_saved['stageName'] == 'Service' and not td_saved.get('codeDeployDeploymentId')
+    # The write budget (issue 7: at most 20 API writes per deployment, 2 of them Kopf's): the revision,
+    # Build's and Push's ends, the task definition, the deployment, Verify's first wait, the checks' result
+    # (before traffic moves), and the end; 7 Events.
+    assert len(sink.saves) == 8 and len(sink.events) == 7
+
+
+async def test_a_run_that_finds_everything_done_writes_its_status_once_and_no_event(world, pool):
+    first, _ = make_run()
+    assert await engine_for(world, pool).drive(new(first)) == RunResult.succeeded
+    builds, registered = len(world.calls('docker.build')), len(world.calls('ecs.registered'))
+    checks = len(world.calls('http.get'))
+    run, sink = make_run(status=PandaDeployStatus.model_validate(first.status.dump()))
+    run.generation = 2  # a spec change that leaves the commit, the image and the task definition as they are
+    assert await engine_for(world, pool).drive(new(run)) == RunResult.succeeded
+
+    assert [r.result for r in run.status.stages] == [StageResult.skipped] * 5 + [StageResult.succeeded]
+    assert len(sink.saves) == 1 and sink.events == []
+    assert 'already deployed' in run.status.message and 'nothing to do' in run.status.message
+    assert conditions.get(run.status, 'Ready').status == 'True'
+    assert run.status.observed_generation == 2 and run.status.history[0].result == RunResult.succeeded
+    assert len(world.calls('docker.build')) == builds and len(world.calls('ecs.registered')) == registered
+    assert len(world.calls('http.get')) == checks  # that image passed its checks in the first run
+    assert 'passed its checks in run' in run.status.stage_record(StageName.verify).message
+
+
+async def test_checks_run_again_when_the_last_run_did_not_succeed(world, pool):
+    first, _ = make_run()
+    assert await engine_for(world, pool).drive(new(first)) == RunResult.succeeded
+    status = PandaDeployStatus.model_validate(first.status.dump())
+    status.history[0].result = RunResult.failed  # e.g. the previous run failed its checks
+    run, sink = make_run(status=status)
+    run.generation = 2
+    checks = len(world.calls('http.get'))
+    assert await engine_for(world, pool).drive(new(run)) == RunResult.succeeded
+    assert run.status.stage_record(StageName.verify).result == StageResult.succeeded
+    assert len(world.calls('http.get')) == checks + 3 and sink.events[-1][1] == 'Succeeded'
 
 
 async def test_the_temporary_clone_is_removed(world, pool):
