@@ -27,9 +27,17 @@ e2e: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/panda-deploy demo
 
+# Every benchmark, then one table of their figures (summaries kept in $(BENCH_OUT)).
+# E.g. make bench DEPLOY_BENCH_ARGS='--rounds 9 --concurrency 1,5,20'
+BENCH_OUT ?= $(VENV)/bench
+DEPLOY_BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python bench/build_push.py
-	$(BIN)/python bench/operator_cost.py
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/python bench/build_push.py --json $(BENCH_OUT)/build_push.json
+	bash -o pipefail -c '$(BIN)/python bench/operator_cost.py | tee $(BENCH_OUT)/operator_cost.txt'
+	$(BIN)/python bench/deploy_overhead.py --json $(BENCH_OUT)/deploy_overhead.json $(DEPLOY_BENCH_ARGS)
+	$(BIN)/python bench/table.py $(BENCH_OUT)/build_push.json $(BENCH_OUT)/operator_cost.txt \
+	    $(BENCH_OUT)/deploy_overhead.json
 
 crd: $(STAMP)
 	$(BIN)/panda-deploy crd > crds/pandadeploys.yaml

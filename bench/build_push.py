@@ -76,6 +76,7 @@ def plain(bare: pathlib.Path, registry: str, base: str, scratch: pathlib.Path, n
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--rounds', type=int, default=5)
+    parser.add_argument('--json', type=pathlib.Path, help='also write the summary rows here (for bench/table.py)')
     args = parser.parse_args()
 
     logging.getLogger('werkzeug').setLevel(logging.ERROR)  # moto's request log
@@ -128,15 +129,23 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
     mo, mp, ms = statistics.median(ours), statistics.median(theirs), statistics.median(skips)
+    where = (f'{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, '
+             f'Docker {client.version()["Version"]} (storage {client.info()["Driver"]})')
+    rows = [[f'panda-deploy run --until Push, new commit (median of {args.rounds})', f'{mo:.2f} s'],
+            ['plain git clone + docker build + docker push', f'{mp:.2f} s'],
+            ['ratio operator / plain', f'{mo / mp:.2f}'],
+            ['panda-deploy run --until Push, commit already pushed (skip path)', f'{ms:.2f} s']]
     print()
-    print(f'machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, '
-          f'Docker {client.version()["Version"]} (storage {client.info()["Driver"]})')
+    print(f'machine: {where}')
     print(f'| measure (median of {args.rounds}) | seconds |')
     print('|---|---|')
-    print(f'| panda-deploy run --until Push, new commit | {mo:.2f} |')
-    print(f'| plain git clone + docker build + docker push | {mp:.2f} |')
-    print(f'| ratio operator / plain | {mo / mp:.2f} |')
-    print(f'| panda-deploy run --until Push, commit already pushed (skip path) | {ms:.2f} |')
+    for label, value in rows:
+        print(f'| {label.replace(f" (median of {args.rounds})", "")} | {value.removesuffix(" s")} |')
+    if args.json:
+        import json
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({'bench': 'build_push', 'machine': where,
+                                         'rows': [['stages 1-2', label, value, ''] for label, value in rows]}, indent=1))
 
 
 if __name__ == '__main__':
