@@ -840,6 +840,7 @@ def start_sandbox(stack: contextlib.ExitStack, client: docker.DockerClient, prin
         printer.note(f'[sandbox] Removed {removed} container(s) left by an earlier demo that was killed')
     aws = AwsSandbox(auto_hooks=True, timings=FAST, on_green_task_set=tasks.start, on_cleanup=tasks.stop).start()
     stack.callback(aws.stop)
+    aws.reset()  # moto's state is per process: an earlier sandbox's load balancer and target groups go
     clients = _clients(aws.url)
     world = create_aws_world(clients, cluster='sample-cluster', service=NAME)
     printer.note(f'[sandbox] AWS (moto + CodeDeploy simulator) on {aws.url}: cluster {world.cluster}, load balancer '
