@@ -54,11 +54,13 @@ import yaml
 from controller.models import PandaDeploySpec, RunResult, StageName
 from controller.pipeline.engine import TRANSIENT_BACKOFF
 from controller.sandbox import localdocker
-from controller.sandbox.aws import AwsSandbox, Timings
+from controller.sandbox.aws import AwsSandbox
 from tests.conftest import unavailable
 from tests.faultproxy import Fault, FaultProxy, Request, gaps
 from tests.integration.awsworld import REGION, World, production_target_group, session, world  # noqa: F401
-from tests.integration.test_rollout import Health, Rollout, commit, deployments, drive, prepare, rollout_spec
+from tests.integration.test_rollout import (  # noqa: F401 (aws_sandbox and aws_url are fixtures)
+    Health, Rollout, aws_sandbox, aws_url, commit, deployments, drive, prepare, rollout_spec,
+)
 from tests.integration.test_run_until_push import make_repository, registry_digest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -70,17 +72,8 @@ INJECTED: collections.Counter[str] = collections.Counter()  # over the whole mod
 # -- the sandbox AWS behind the proxy ----------------------------------------------------------
 
 
-@pytest.fixture(scope='module')
-def aws_sandbox() -> Iterator[AwsSandbox]:
-    with AwsSandbox(port=0, auto_hooks=True,
-                    timings=Timings(step_seconds=0.1, auto_hook_seconds=0.1, tick_seconds=0.02)) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture(scope='module')
-def aws_url(aws_sandbox: AwsSandbox) -> str:
-    """The sandbox itself: the tests set their worlds up and check them without faults."""
-    return aws_sandbox.url
+# test_rollout's `aws_sandbox` and `aws_url` fixtures: the sandbox itself (the tests set their worlds up and
+# check them without faults); the operator's adapters reach it through the proxy.
 
 
 @pytest.fixture(scope='module')
