@@ -7,6 +7,7 @@ import datetime
 import functools
 import logging
 import pathlib
+import re
 import time
 from typing import Any
 
@@ -247,6 +248,31 @@ async def test_transient_errors_are_retried_with_backoff(world, pool, monkeypatc
     assert result == RunResult.succeeded
     assert len(calls) == 3
     assert calls[1] - calls[0] >= 0.1 and calls[2] - calls[1] >= 0.2
+
+
+async def test_a_timeout_after_retried_errors_names_the_last_error(world, pool, monkeypatch):
+    monkeypatch.setattr('controller.pipeline.engine.TRANSIENT_BACKOFF', (0.1,))
+    calls: list[float] = []
+
+    class ThrottledThenHung:
+        name = StageName.service
+
+        def run(self, ctx):
+            calls.append(time.monotonic())
+            if len(calls) == 1:
+                raise Transient('ECS RegisterTaskDefinition failed: ThrottlingException: Rate exceeded',
+                                reason='ServiceUpdateFailed')
+            time.sleep(5)  # the retry hangs past the stage limit
+            return Done('too late')
+
+    # Stage starts are kept to the second, so a 3 s limit leaves 2 s or more for the retry after 0.1 s.
+    run, _ = make_run({**SPEC, 'timeouts': {'stageSeconds': 3}})
+    result = await engine_for(world, pool, stages=(ThrottledThenHung(),)).drive(new(run))
+    assert result == RunResult.failed and len(calls) == 2
+    ready = conditions.get(run.status, 'Ready')
+    assert ready.reason == 'StageTimeout'
+    assert re.fullmatch(r'Stage 3 \(Service\) timed out after [34] seconds \(timeout: 3 seconds\); last error: '
+                        r'ECS RegisterTaskDefinition failed: ThrottlingException: Rate exceeded', ready.message)
 
 
 async def test_waits_poll_without_holding_a_thread(world):
