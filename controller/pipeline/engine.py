@@ -105,6 +105,8 @@ class Run:
     # Set by whoever cancels the run: Superseded or Cancelled. None (operator shutdown): the run is
     # only interrupted; its status stays as it is so the next operator resumes it.
     cancel_result: RunResult | None = None
+    # Set once anything about this run was written before it started (Queued): its end is then announced too.
+    announced: bool = False
 
     def redact(self, text: str) -> str:
         return redact(text, self.credentials.values())
@@ -166,7 +168,7 @@ class Recorder:
         s.phase = Phase.pending
         s.message = f'Waiting for a free worker ({ahead} run(s) ahead)'
         conditions.summarise(s, reason=Reason.QUEUED, message=s.message, generation=self.run.generation)
-        self.wrote = True
+        self.run.announced = True
         await self.run.sink.save(s)
         await self.run.sink.event(type='Normal', reason=Reason.QUEUED, message=s.message)
 
@@ -412,7 +414,7 @@ class Engine:
             colour = run.status.active_color
             message = f'Revision {revision} deployed' + (f'; {colour} is active' if colour else '')
             # Nothing written so far and stages 1-5 all found their work done: one quiet status write.
-            quiet = not recorder.wrote and until is None and all(
+            quiet = not recorder.wrote and not run.announced and until is None and all(
                 (r := run.status.stage_record(name)) is not None and r.result == StageResult.skipped
                 for name in StageName if name != StageName.complete)
             if quiet:

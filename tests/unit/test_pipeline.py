@@ -122,6 +122,19 @@ async def test_a_run_that_finds_everything_done_writes_its_status_once_and_no_ev
     assert 'passed its checks in run' in run.status.stage_record(StageName.verify).message
 
 
+async def test_a_queued_run_that_finds_everything_done_still_ends_with_an_event(world, pool):
+    first, _ = make_run()
+    assert await engine_for(world, pool).drive(new(first)) == RunResult.succeeded
+    run, sink = make_run(status=PandaDeployStatus.model_validate(first.status.dump()))
+    run.generation = 2
+    recorder = Recorder(new(run))
+    await recorder.queued(ahead=1)  # its Queued Event is out: the run's end is announced as well
+    assert await engine_for(world, pool).drive(run) == RunResult.succeeded
+    assert [reason for _, reason, _ in sink.events] == ['Queued', 'Started', 'BuildSkipped', 'PushSkipped',
+                                                       'ServiceSkipped', 'BlueGreenSkipped', 'VerifySkipped',
+                                                       'Succeeded']
+
+
 async def test_checks_run_again_when_the_last_run_did_not_succeed(world, pool):
     first, _ = make_run()
     assert await engine_for(world, pool).drive(new(first)) == RunResult.succeeded
