@@ -105,8 +105,8 @@ class Run:
     # Set by whoever cancels the run: Superseded or Cancelled. None (operator shutdown): the run is
     # only interrupted; its status stays as it is so the next operator resumes it.
     cancel_result: RunResult | None = None
-    # Set once anything about this run was written before it started (Queued): its end is then announced too.
-    announced: bool = False
+    # Set once anything about this run is written (Queued included): a run that wrote nothing may end quietly.
+    written: bool = False
 
     def redact(self, text: str) -> str:
         return redact(text, self.credentials.values())
@@ -119,7 +119,6 @@ class Recorder:
         self.run = run
         self._dirty = False  # the status changed since it was last saved
         self._held: list[tuple[str, str, str]] = []  # Events (type, reason, message) held for the next write
-        self.wrote = False  # anything written for this run yet
         self._lock = asyncio.Lock()  # flushes come from the engine and from stages' records
 
     @property
@@ -136,11 +135,11 @@ class Recorder:
         async with self._lock:
             held, self._held = self._held, []
             for type_, reason, message in held:
-                self.wrote = True
+                self.run.written = True
                 await self.run.sink.event(type=type_, reason=reason, message=message)
             if self._dirty:
                 self._dirty = False
-                self.wrote = True
+                self.run.written = True
                 await self.run.sink.save(self.status)
 
     def _hold(self, type_: str, reason: str, message: str) -> None:
@@ -168,7 +167,7 @@ class Recorder:
         s.phase = Phase.pending
         s.message = f'Waiting for a free worker ({ahead} run(s) ahead)'
         conditions.summarise(s, reason=Reason.QUEUED, message=s.message, generation=self.run.generation)
-        self.run.announced = True
+        self.run.written = True
         await self.run.sink.save(s)
         await self.run.sink.event(type='Normal', reason=Reason.QUEUED, message=s.message)
 
@@ -414,7 +413,7 @@ class Engine:
             colour = run.status.active_color
             message = f'Revision {revision} deployed' + (f'; {colour} is active' if colour else '')
             # Nothing written so far and stages 1-5 all found their work done: one quiet status write.
-            quiet = not recorder.wrote and not run.announced and until is None and all(
+            quiet = not run.written and until is None and all(
                 (r := run.status.stage_record(name)) is not None and r.result == StageResult.skipped
                 for name in StageName if name != StageName.complete)
             if quiet:
