@@ -98,15 +98,17 @@ class Kube:
 
     def get(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self._call(f'get {PLURAL}/{name}', self.custom.get_namespaced_custom_object,
-                              GROUP, VERSION, namespace, PLURAL, name)
+            body: dict[str, Any] = self._call(f'get {PLURAL}/{name}', self.custom.get_namespaced_custom_object,
+                                              GROUP, VERSION, namespace, PLURAL, name)
+            return body
         except ObjectGone:
             return None
 
     def patch_status(self, *, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        return self._call(f'patch {PLURAL}/{name}/status', self.custom.patch_namespaced_custom_object_status,
-                          GROUP, VERSION, namespace, PLURAL, name, {'status': dict(patch)},
-                          _content_type=MERGE_PATCH)
+        body: dict[str, Any] = self._call(
+            f'patch {PLURAL}/{name}/status', self.custom.patch_namespaced_custom_object_status,
+            GROUP, VERSION, namespace, PLURAL, name, {'status': dict(patch)}, _content_type=MERGE_PATCH)
+        return body
 
     def read_secret(self, *, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's data decoded, or None when it does not exist."""

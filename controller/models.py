@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import enum
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -50,7 +50,7 @@ class Model(BaseModel):
         validate_assignment=True,
     )
 
-    def dump(self) -> dict:
+    def dump(self) -> dict[str, Any]:
         """The wire form: camelCase keys, no unset or None values."""
         return self.model_dump(mode='json', by_alias=True, exclude_none=True)
 
@@ -525,7 +525,7 @@ class PandaDeploy(Model):
     model_config = ConfigDict(extra='ignore')
     api_version: Literal['deploy.panda.dev/v1alpha1'] = API_VERSION  # type: ignore[assignment]
     kind: Literal['PandaDeploy'] = KIND  # type: ignore[assignment]
-    metadata: dict = {}
+    metadata: dict[str, Any] = {}
     spec: PandaDeploySpec
     status: PandaDeployStatus | None = None
 

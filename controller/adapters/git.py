@@ -35,6 +35,7 @@ import re
 import tempfile
 import urllib.parse
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from git.cmd import Git as GitCommand
 from git.exc import GitCommandError, GitCommandNotFound
@@ -260,7 +261,8 @@ class GitRepository:
         """Run `git args…` with a timeout; its stdout, or `_GitFailed`. The token goes in a pipe (see above)."""
         # '/' as the default directory: a repository around the operator's cwd must not lend its config.
         runner = GitCommand(str(cwd) if cwd is not None else '/')
-        env, extra, read_end = dict(env), {}, None
+        env, read_end = dict(env), None
+        extra: dict[str, Any] = {}
         if token and url and _http_origin(url):
             read_end, write_end = os.pipe()
             with os.fdopen(write_end, 'w') as pipe:  # a few bytes: the pipe's buffer holds them
