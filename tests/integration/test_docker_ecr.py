@@ -23,11 +23,15 @@ import botocore.exceptions
 import docker
 import pytest
 
-from controller.adapters import RegistryAuth
-from controller.adapters import wiring
+from controller.adapters import RegistryAuth, wiring
 from controller.adapters.aws import aws_error, client, session_for
+from controller.adapters.codedeploy import CodeDeployDeployments
 from controller.adapters.docker import DockerEngine
 from controller.adapters.ecr import MANIFEST_MEDIA_TYPES, EcrRegistry
+from controller.adapters.ecs import EcsService
+from controller.adapters.elbv2 import ListenerTraffic
+from controller.adapters.git import GitRepository
+from controller.adapters.http import HttpProbe
 from controller.credentials import AwsKeys, Credentials
 from controller.errors import BuildFailed, Reason, StageFailed, Transient
 from controller.models import Aws, PandaDeploySpec
@@ -447,23 +451,11 @@ def test_aws_error_mapping(error: Exception, kind: type, reason: str | None, cre
 def test_make_adapters_wires_the_real_adapters(aws_endpoint: str) -> None:
     spec = PandaDeploySpec.model_validate({'source': {'repo': 'your-org/app'}, 'aws': {'region': REGION}})
     adapters = wiring.make_adapters(spec, aws_keys())
-    assert isinstance(adapters.docker, DockerEngine)
-    assert isinstance(adapters.registry, EcrRegistry)
-    assert type(adapters.git).__name__ == 'GitRepository'
-    for attribute, (module, cls, system, _) in wiring.LATER_ADAPTERS.items():
-        adapter = getattr(adapters, attribute)
-        if not isinstance(adapter, wiring.NotAvailable):
-            assert (type(adapter).__module__, type(adapter).__name__) == (module, cls), system
-
-
-def test_missing_adapters_fail_the_stage_saying_so(aws_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(wiring.LATER_ADAPTERS, 'ecs', ('controller.adapters.not_there', 'Ecs', 'ECS', True))
-    monkeypatch.setitem(wiring.LATER_ADAPTERS, 'http', ('controller.adapters.ecr', 'NoSuchClass', 'HTTP', False))
-    spec = PandaDeploySpec.model_validate({'source': {'repo': 'your-org/app'}, 'aws': {'region': REGION}})
-    adapters = wiring.make_adapters(spec, aws_keys())
-
-    with pytest.raises(StageFailed, match=r'^ECS adapter is not implemented yet \(issue 4\)$') as ecs:
-        adapters.ecs.ensure_service(spec=spec, task_definition_arn='arn')
-    with pytest.raises(StageFailed, match='HTTP adapter is not implemented yet .*has no NoSuchClass') as http:
-        adapters.http.get('http://x', timeout=1)
-    assert ecs.value.reason == http.value.reason == Reason.UNEXPECTED_ERROR
+    assert type(adapters.docker) is DockerEngine
+    assert type(adapters.registry) is EcrRegistry
+    assert type(adapters.git) is GitRepository
+    assert type(adapters.ecs) is EcsService
+    assert type(adapters.codedeploy) is CodeDeployDeployments
+    assert type(adapters.loadbalancer) is ListenerTraffic
+    assert type(adapters.http) is HttpProbe
+    assert adapters.registry.account_id() == MOTO_ACCOUNT  # the session reaches moto through AWS_ENDPOINT_URL
