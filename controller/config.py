@@ -1,11 +1,21 @@
-"""Operator settings from the environment (the names are part of the interface: see README)."""
+"""Operator settings from the environment (the names are part of the interface: see README).
+
+This is the one place that reads the operator's own settings (`PANDA_DEPLOY_*`):
+every other module gets them from a `Config` (the adapters through
+`adapter_factory`), so a test states a setting as an argument instead of
+patching the process environment. The libraries' variables stay theirs:
+boto3 reads `AWS_*` and the docker SDK `DOCKER_HOST`; child processes (git)
+get environments built by the code that starts them.
+"""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import os
+from collections.abc import Mapping
 
-from controller.adapters import AdapterFactory
+from controller.adapters import AdapterFactory, AdapterWiring
 
 DEFAULT_ADAPTERS = 'controller.adapters.wiring:make_adapters'
 
@@ -20,12 +30,14 @@ class Config:
     """PANDA_DEPLOY_HTTP_PORT."""
     poll_seconds: float = 5.0
     """PANDA_DEPLOY_POLL_SECONDS: how often CodeDeploy progress is polled."""
+    registry: str | None = None
+    """PANDA_DEPLOY_REGISTRY: `host:port` of a plain OCI registry that receives pushes instead of ECR."""
     adapters: str = DEFAULT_ADAPTERS
     """PANDA_DEPLOY_ADAPTERS: module:function building the adapters of a run (tests put fakes here)."""
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Config:
-        env = dict(os.environ) if env is None else env
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
         workers = int(env.get('PANDA_DEPLOY_WORKERS', cls.workers))
         if workers < 1:
             raise ValueError('PANDA_DEPLOY_WORKERS must be at least 1')
@@ -33,9 +45,11 @@ class Config:
                    http_host=env.get('PANDA_DEPLOY_HTTP_HOST', cls.http_host),
                    http_port=int(env.get('PANDA_DEPLOY_HTTP_PORT', cls.http_port)),
                    poll_seconds=float(env.get('PANDA_DEPLOY_POLL_SECONDS', cls.poll_seconds)),
+                   registry=env.get('PANDA_DEPLOY_REGISTRY', '').strip().rstrip('/') or None,
                    adapters=env.get('PANDA_DEPLOY_ADAPTERS', cls.adapters))
 
     def adapter_factory(self) -> AdapterFactory:
+        """The `AdapterWiring` PANDA_DEPLOY_ADAPTERS names, with this configuration's settings bound."""
         module, _, name = self.adapters.partition(':')
-        factory: AdapterFactory = getattr(importlib.import_module(module), name or 'make_adapters')
-        return factory
+        wiring: AdapterWiring = getattr(importlib.import_module(module), name or 'make_adapters')
+        return functools.partial(wiring, registry=self.registry)

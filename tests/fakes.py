@@ -284,7 +284,9 @@ class MemorySink:
         self.lines.append(line)
 
 
-def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *, root: pathlib.Path | None = None) -> Adapters:
+def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *, registry: str | None = None,
+                  root: pathlib.Path | None = None) -> Adapters:
+    """An `AdapterWiring` of fakes; `registry` (PANDA_DEPLOY_REGISTRY) is ignored: fakes push nowhere."""
     world = World(root or pathlib.Path(os.environ['PANDA_FAKE_DIR']))
     world.log('adapters.made')
     return Adapters(git=FakeGit(world), docker=FakeDocker(world), registry=FakeRegistry(world, spec.aws.region),

@@ -47,7 +47,7 @@ class Docker(Protocol):
 
 
 class Registry(Protocol):
-    """ECR: the repository and its images."""
+    """ECR: the account, the repository and its images, and where and how an image is pushed."""
     def account_id(self) -> str: ...
 
     def ensure_repository(self, name: str) -> str:
@@ -56,10 +56,11 @@ class Registry(Protocol):
     def find_image(self, *, repository: str, tag: str) -> str | None:
         """The digest of `repository:tag`, or None."""
 
-    def authorization(self) -> RegistryAuth: ...
+    def authorization(self) -> RegistryAuth:
+        """Credentials for the push to `push_target`."""
 
     def push_target(self, *, repository_uri: str, tag: str) -> str:
-        """Where `docker push` sends the image (the ECR URI, or a sandbox registry)."""
+        """Where `docker push` sends `tag` of the repository at `repository_uri`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,5 +160,15 @@ class Adapters:
     http: Http
 
 
-# Builds the adapters for one run from its spec and credentials (in a worker thread).
+# Builds the adapters for one run from its spec and credentials (in a worker thread): what the engine calls.
 AdapterFactory = Callable[[PandaDeploySpec, Credentials], Adapters]
+
+
+class AdapterWiring(Protocol):
+    """What PANDA_DEPLOY_ADAPTERS names (`module:function`): an `AdapterFactory` that also takes the
+    operator's settings for the adapters, which `Config.adapter_factory` binds once at start-up.
+
+    `registry` is PANDA_DEPLOY_REGISTRY: `host:port` of a plain OCI registry that receives the pushes
+    instead of ECR, or None for ECR itself. Fakes may ignore it.
+    """
+    def __call__(self, spec: PandaDeploySpec, credentials: Credentials, *, registry: str | None) -> Adapters: ...

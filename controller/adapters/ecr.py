@@ -7,24 +7,18 @@ module-level cache keyed by account, region, endpoint and access key id until
 five minutes before it expires (ECR tokens last 12 hours), so runs in one
 operator process share it and never write it anywhere.
 
-`PANDA_DEPLOY_REGISTRY=host:port` (DESIGN.md) sends the image to a plain OCI
-registry instead, because moto has no registry: the repository is still
-created through the ECR API, the push is anonymous, and `record_pushed`
-registers the pushed manifest in ECR so that `find_image` (always the ECR
-API) sees the tag with the digest the registry reports.
+Pushing to a plain OCI registry instead (PANDA_DEPLOY_REGISTRY, for the
+sandbox and tests) is `controller.adapters.plain_registry`, a subclass that
+answers `authorization` and `push_target` for that registry.
 """
 from __future__ import annotations
 
 import base64
 import dataclasses
 import datetime
-import hashlib
-import os
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import boto3.session
 
@@ -33,16 +27,7 @@ from controller.adapters.aws import AwsAdapter, aws_error, error_code
 from controller.credentials import Credentials
 from controller.errors import Reason, StageFailed, Transient
 
-SANDBOX_REGISTRY_ENV = 'PANDA_DEPLOY_REGISTRY'
 TOKEN_MARGIN_SECONDS = 300
-
-# What a registry may answer for an image manifest, most specific first.
-MANIFEST_MEDIA_TYPES = (
-    'application/vnd.docker.distribution.manifest.v2+json',
-    'application/vnd.oci.image.manifest.v1+json',
-    'application/vnd.docker.distribution.manifest.list.v2+json',
-    'application/vnd.oci.image.index.v1+json',
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,28 +42,6 @@ class _Token:
 # (account, region, endpoint, access key id) -> token, shared by the runs of one process.
 _TOKENS: dict[tuple[str, str, str, str], _Token] = {}
 _TOKENS_LOCK = threading.Lock()
-
-
-def sandbox_registry() -> str | None:
-    """host:port of the plain registry that replaces ECR for pushes, when PANDA_DEPLOY_REGISTRY is set."""
-    value = os.environ.get(SANDBOX_REGISTRY_ENV, '').strip().rstrip('/')
-    return value or None
-
-
-def fetch_manifest(*, registry: str, repository: str, reference: str, timeout: float = 30.0) -> tuple[str, str]:
-    """(manifest text, media type) of `repository:reference` from a plain registry's HTTP API."""
-    url = f'http://{registry}/v2/{repository}/manifests/{urllib.parse.quote(reference, safe=":")}'
-    request = urllib.request.Request(url, headers={'Accept': ', '.join(MANIFEST_MEDIA_TYPES)})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (plain sandbox registry)
-            body = response.read()
-            media_type = response.headers.get_content_type()
-    except urllib.error.HTTPError as exc:
-        raise StageFailed(f'Registry {registry} has no manifest for {repository}:{reference} (HTTP {exc.code})',
-                          reason=Reason.PUSH_FAILED) from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise Transient(f'Registry {registry} unreachable: {exc}') from exc
-    return body.decode('utf-8'), media_type
 
 
 class EcrRegistry(AwsAdapter):
@@ -132,15 +95,7 @@ class EcrRegistry(AwsAdapter):
         return str(details[0]['imageDigest']) if details else None
 
     def authorization(self) -> RegistryAuth:
-        """Push credentials from ECR's authorization token, cached until 5 minutes before it expires.
-
-        With PANDA_DEPLOY_REGISTRY the plain registry is anonymous: the answer
-        has empty username and password, which the Docker adapter sends as no
-        credentials at all.
-        """
-        sandbox = sandbox_registry()
-        if sandbox is not None:
-            return RegistryAuth(registry=sandbox, username='', password='')
+        """Push credentials from ECR's authorization token, cached until 5 minutes before it expires."""
         now = time.time()
         with self._lock:
             if self._token is not None and self._token.fresh(now):
@@ -157,44 +112,8 @@ class EcrRegistry(AwsAdapter):
         return shared.auth
 
     def push_target(self, *, repository_uri: str, tag: str) -> str:
-        """`repository_uri:tag`, or `host:port/<repository name>:tag` with PANDA_DEPLOY_REGISTRY."""
-        sandbox = sandbox_registry()
-        if sandbox is None:
-            return f'{repository_uri}:{tag}'
-        name = repository_uri.split('/', 1)[1] if '/' in repository_uri else repository_uri
-        return f'{sandbox}/{name}:{tag}'
-
-    # -- the sandbox registry ------------------------------------------------------
-
-    def record_pushed(self, *, repository: str, tag: str, manifest: str, media_type: str) -> str:
-        """Register a manifest pushed to the PANDA_DEPLOY_REGISTRY registry as `repository:tag` in ECR.
-
-        Only for the sandbox: a real ECR push creates the image itself. moto
-        has no registry, so without this the ECR API would never see the tag
-        and `find_image` (the idempotency check) would miss it. ECR PutImage
-        takes the manifest as pushed, with its digest (the sha256 of the
-        manifest bytes, as the registry computes it); returns that digest.
-        """
-        digest = 'sha256:' + hashlib.sha256(manifest.encode('utf-8')).hexdigest()
-        try:
-            self._client('ecr').put_image(repositoryName=repository, imageTag=tag, imageManifest=manifest,
-                                          imageManifestMediaType=media_type, imageDigest=digest)
-        except Exception as exc:
-            if error_code(exc) != 'ImageAlreadyExistsException':
-                raise self._error(exc, f'ECR PutImage {repository}:{tag}') from exc
-        return digest
-
-    def record_sandbox_push(self, *, target: str, digest: str) -> None:
-        """After a push to PANDA_DEPLOY_REGISTRY: fetch the manifest `digest` from it and `record_pushed` it."""
-        sandbox = sandbox_registry()
-        if sandbox is None or not target.startswith(f'{sandbox}/'):
-            raise ValueError(f'{target!r} is not in the registry {SANDBOX_REGISTRY_ENV} names')
-        name, _, tag = target[len(sandbox) + 1:].rpartition(':')
-        manifest, media_type = fetch_manifest(registry=sandbox, repository=name, reference=digest)
-        recorded = self.record_pushed(repository=name, tag=tag, manifest=manifest, media_type=media_type)
-        if recorded != digest:
-            raise StageFailed(f'Registry {sandbox} served {name}@{digest} with a different digest ({recorded})',
-                              reason=Reason.PUSH_FAILED)
+        """`repository_uri:tag`: ECR receives the push itself."""
+        return f'{repository_uri}:{tag}'
 
     # -- inside ---------------------------------------------------------------------
 
@@ -209,7 +128,7 @@ class EcrRegistry(AwsAdapter):
 
     def _cache_key(self) -> tuple[str, str, str, str]:
         ecr = self._client('ecr')
-        found = self._session.get_credentials()
+        found = self._session.get_credentials() if self._session is not None else None  # None: stubbed clients
         access_key = found.get_frozen_credentials().access_key if found is not None else ''
         return (self.account_id(), str(ecr.meta.region_name), str(ecr.meta.endpoint_url), str(access_key or ''))
 

@@ -2,7 +2,7 @@
 
 Images build FROM a busybox base image the fixtures import locally (no pulls).
 moto has no registry, so pushes go to docker-registry and are recorded in
-moto's ECR the way the sandbox does it (PANDA_DEPLOY_REGISTRY).
+moto's ECR the way the sandbox does it (PANDA_DEPLOY_REGISTRY: `PlainRegistry`).
 """
 from __future__ import annotations
 
@@ -23,11 +23,16 @@ import botocore.exceptions
 import docker
 import pytest
 
-from controller.adapters import RegistryAuth
-from controller.adapters import wiring
+from controller.adapters import RegistryAuth, wiring
 from controller.adapters.aws import aws_error, client, session_for
+from controller.adapters.codedeploy import CodeDeployDeployments
 from controller.adapters.docker import DockerEngine
-from controller.adapters.ecr import MANIFEST_MEDIA_TYPES, EcrRegistry
+from controller.adapters.ecr import EcrRegistry
+from controller.adapters.ecs import EcsService
+from controller.adapters.elbv2 import ListenerTraffic
+from controller.adapters.git import GitRepository
+from controller.adapters.http import HttpProbe
+from controller.adapters.plain_registry import MANIFEST_MEDIA_TYPES, PlainRegistry, PushRecorder
 from controller.credentials import AwsKeys, Credentials
 from controller.errors import BuildFailed, Reason, StageFailed, Transient
 from controller.models import Aws, PandaDeploySpec
@@ -314,15 +319,14 @@ def test_repository_created_when_missing_and_then_reused(aws_endpoint: str, name
 
 @pytest.mark.docker
 def test_push_to_sandbox_registry_is_found_in_ecr_with_the_same_digest(
-        aws_endpoint: str, registry: str, engine: DockerEngine, name: str, tmp_path: pathlib.Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sandbox path end to end through make_adapters: ECR repository, push to PANDA_DEPLOY_REGISTRY,
-    manifest recorded in ECR, find_image answers the registry's digest."""
-    monkeypatch.setenv('PANDA_DEPLOY_REGISTRY', registry)
+        aws_endpoint: str, registry: str, engine: DockerEngine, name: str, tmp_path: pathlib.Path) -> None:
+    """The sandbox path end to end through make_adapters: ECR repository, push to the registry
+    (PANDA_DEPLOY_REGISTRY), manifest recorded in ECR, find_image answers the registry's digest."""
     spec = PandaDeploySpec.model_validate({'source': {'url': 'file:///src/app.git'}, 'aws': {'region': REGION},
                                            'image': {'repository': name}})
-    adapters = wiring.make_adapters(spec, aws_keys())
-    assert isinstance(adapters.docker, wiring.SandboxPushRecorder)
+    adapters = wiring.make_adapters(spec, aws_keys(), registry=registry)
+    assert isinstance(adapters.docker, PushRecorder)
+    assert isinstance(adapters.registry, PlainRegistry)
     context = context_dir(tmp_path / 'ctx', {'Dockerfile': f'FROM panda-test-base:latest\nLABEL run={name}\n'})
     adapters.docker.build(context=context, dockerfile='Dockerfile', tag=f'{name}:rev1', labels={}, build_args={},
                           log=Lines(), cancel=threading.Event())
@@ -446,24 +450,12 @@ def test_aws_error_mapping(error: Exception, kind: type, reason: str | None, cre
 
 def test_make_adapters_wires_the_real_adapters(aws_endpoint: str) -> None:
     spec = PandaDeploySpec.model_validate({'source': {'repo': 'your-org/app'}, 'aws': {'region': REGION}})
-    adapters = wiring.make_adapters(spec, aws_keys())
-    assert isinstance(adapters.docker, DockerEngine)
-    assert isinstance(adapters.registry, EcrRegistry)
-    assert type(adapters.git).__name__ == 'GitRepository'
-    for attribute, (module, cls, system, _) in wiring.LATER_ADAPTERS.items():
-        adapter = getattr(adapters, attribute)
-        if not isinstance(adapter, wiring.NotAvailable):
-            assert (type(adapter).__module__, type(adapter).__name__) == (module, cls), system
-
-
-def test_missing_adapters_fail_the_stage_saying_so(aws_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(wiring.LATER_ADAPTERS, 'ecs', ('controller.adapters.not_there', 'Ecs', 'ECS', True))
-    monkeypatch.setitem(wiring.LATER_ADAPTERS, 'http', ('controller.adapters.ecr', 'NoSuchClass', 'HTTP', False))
-    spec = PandaDeploySpec.model_validate({'source': {'repo': 'your-org/app'}, 'aws': {'region': REGION}})
-    adapters = wiring.make_adapters(spec, aws_keys())
-
-    with pytest.raises(StageFailed, match=r'^ECS adapter is not implemented yet \(issue 4\)$') as ecs:
-        adapters.ecs.ensure_service(spec=spec, task_definition_arn='arn')
-    with pytest.raises(StageFailed, match='HTTP adapter is not implemented yet .*has no NoSuchClass') as http:
-        adapters.http.get('http://x', timeout=1)
-    assert ecs.value.reason == http.value.reason == Reason.UNEXPECTED_ERROR
+    adapters = wiring.make_adapters(spec, aws_keys(), registry=None)
+    assert type(adapters.docker) is DockerEngine
+    assert type(adapters.registry) is EcrRegistry
+    assert type(adapters.git) is GitRepository
+    assert type(adapters.ecs) is EcsService
+    assert type(adapters.codedeploy) is CodeDeployDeployments
+    assert type(adapters.loadbalancer) is ListenerTraffic
+    assert type(adapters.http) is HttpProbe
+    assert adapters.registry.account_id() == MOTO_ACCOUNT  # the session reaches moto through AWS_ENDPOINT_URL

@@ -90,11 +90,6 @@ def proxy(aws_proxy: FaultProxy) -> Iterator[FaultProxy]:
     aws_proxy.reset()
 
 
-@pytest.fixture(autouse=True)
-def _no_sandbox_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv('PANDA_DEPLOY_REGISTRY', raising=False)
-
-
 @pytest.fixture(scope='module', autouse=True)
 def _summary() -> Iterator[None]:
     yield

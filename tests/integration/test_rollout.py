@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import http.server
 import logging
@@ -76,11 +77,6 @@ def aws_sandbox() -> Iterator[AwsSandbox]:
 def aws_url(aws_sandbox: AwsSandbox) -> str:
     """Overrides awsworld's: the `session` fixture points AWS_ENDPOINT_URL here."""
     return aws_sandbox.url
-
-
-@pytest.fixture(autouse=True)
-def _no_sandbox_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv('PANDA_DEPLOY_REGISTRY', raising=False)
 
 
 class Health:
@@ -182,7 +178,8 @@ def prepare(spec: PandaDeploySpec, *, revision: str, status: PandaDeployStatus |
 
 async def drive(run: Run, sink: MemorySink) -> Rollout:
     with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix='rollout-worker') as pool:
-        engine = Engine(stages=default_stages(poll_seconds=POLL_SECONDS), adapters=make_adapters, pool=pool)
+        adapters = functools.partial(make_adapters, registry=None)  # ECR; nothing is pushed here
+        engine = Engine(stages=default_stages(poll_seconds=POLL_SECONDS), adapters=adapters, pool=pool)
         result = await engine.drive(run)
     return Rollout(result=result, run=run, sink=sink)
 
