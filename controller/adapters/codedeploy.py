@@ -30,7 +30,7 @@ from typing import Any
 
 from controller.adapters import DeploymentState, LifecycleEvent
 from controller.adapters.aws import AwsAdapter, error_code
-from controller.adapters.traffic_layout import GROUP_MISSING_CODES, layout_from_group, layout_from_spec
+from controller.adapters.traffic_layout import GROUP_MISSING_CODES, TrafficLayout, layout_from_group, layout_from_spec
 from controller.errors import Reason, StageFailed, Transient
 from controller.models import PandaDeploySpec
 
@@ -96,6 +96,39 @@ def run_of(description_text: str | None) -> str | None:
     """The run id a deployment's description names, or None for deployments not started by panda-deploy."""
     found = _RUN_IN_DESCRIPTION.match(description_text or '')
     return found.group(1) if found else None
+
+
+# -- the deployment group -------------------------------------------------------------
+
+
+def deployment_group_request(spec: PandaDeploySpec, *, layout: TrafficLayout,
+                             service_role_arn: str) -> dict[str, Any]:
+    """CreateDeploymentGroup's arguments: ECS blue/green with traffic control that waits for us
+    (STOP_DEPLOYMENT) on `layout`, rolling back when a deployment fails or is stopped."""
+    code_deploy = spec.blue_green.code_deploy
+    pair: dict[str, Any] = {
+        'targetGroups': [{'name': layout.blue_target_group}, {'name': layout.green_target_group}],
+        'prodTrafficRoute': {'listenerArns': list(layout.production_listener_arns)},
+    }
+    if layout.test_listener_arns:
+        pair['testTrafficRoute'] = {'listenerArns': list(layout.test_listener_arns)}
+    ready_wait = min(MAX_READY_WAIT_MINUTES, max(1, math.ceil(spec.timeouts.total / 60)))
+    return {
+        'applicationName': code_deploy.application,
+        'deploymentGroupName': code_deploy.deployment_group,
+        'deploymentConfigName': code_deploy.deployment_config,
+        'serviceRoleArn': service_role_arn,
+        'deploymentStyle': {'deploymentType': 'BLUE_GREEN', 'deploymentOption': 'WITH_TRAFFIC_CONTROL'},
+        'blueGreenDeploymentConfiguration': {
+            'deploymentReadyOption': {'actionOnTimeout': 'STOP_DEPLOYMENT', 'waitTimeInMinutes': ready_wait},
+            'terminateBlueInstancesOnDeploymentSuccess': {
+                'action': 'TERMINATE', 'terminationWaitTimeInMinutes': TERMINATION_WAIT_MINUTES},
+        },
+        'loadBalancerInfo': {'targetGroupPairInfoList': [pair]},
+        'ecsServices': [{'serviceName': spec.ecs.service, 'clusterName': spec.ecs.cluster}],
+        'autoRollbackConfiguration': {'enabled': True,
+                                      'events': ['DEPLOYMENT_FAILURE', 'DEPLOYMENT_STOP_ON_REQUEST']},
+    }
 
 
 # -- the adapter ------------------------------------------------------------------------
@@ -238,29 +271,7 @@ class CodeDeployDeployments(AwsAdapter):
             except Exception as exc:
                 if error_code(exc) != 'ApplicationAlreadyExistsException':
                     raise self._error(exc, f'CodeDeploy CreateApplication {code_deploy.application}') from exc
-        pair: dict[str, Any] = {
-            'targetGroups': [{'name': layout.blue_target_group}, {'name': layout.green_target_group}],
-            'prodTrafficRoute': {'listenerArns': list(layout.production_listener_arns)},
-        }
-        if layout.test_listener_arns:
-            pair['testTrafficRoute'] = {'listenerArns': list(layout.test_listener_arns)}
-        ready_wait = min(MAX_READY_WAIT_MINUTES, max(1, math.ceil(spec.timeouts.total / 60)))
-        request = {
-            'applicationName': code_deploy.application,
-            'deploymentGroupName': code_deploy.deployment_group,
-            'deploymentConfigName': code_deploy.deployment_config,
-            'serviceRoleArn': role,
-            'deploymentStyle': {'deploymentType': 'BLUE_GREEN', 'deploymentOption': 'WITH_TRAFFIC_CONTROL'},
-            'blueGreenDeploymentConfiguration': {
-                'deploymentReadyOption': {'actionOnTimeout': 'STOP_DEPLOYMENT', 'waitTimeInMinutes': ready_wait},
-                'terminateBlueInstancesOnDeploymentSuccess': {
-                    'action': 'TERMINATE', 'terminationWaitTimeInMinutes': TERMINATION_WAIT_MINUTES},
-            },
-            'loadBalancerInfo': {'targetGroupPairInfoList': [pair]},
-            'ecsServices': [{'serviceName': spec.ecs.service, 'clusterName': spec.ecs.cluster}],
-            'autoRollbackConfiguration': {'enabled': True,
-                                          'events': ['DEPLOYMENT_FAILURE', 'DEPLOYMENT_STOP_ON_REQUEST']},
-        }
+        request = deployment_group_request(spec, layout=layout, service_role_arn=role)
         where = f'{code_deploy.application}/{code_deploy.deployment_group}'
         try:
             cd.create_deployment_group(**request)
