@@ -86,19 +86,47 @@ class Ecs(Protocol):
 @dataclasses.dataclass(frozen=True)
 class LifecycleEvent:
     name: str
-    status: str
+    status: str  # Pending, InProgress, Succeeded, Failed, Skipped, Unknown
+
+    @property
+    def started(self) -> bool:
+        """CodeDeploy has begun (or finished) this event: worth reporting."""
+        return self.status != 'Pending'
 
 
 @dataclasses.dataclass(frozen=True)
 class DeploymentState:
-    """A CodeDeploy deployment as one poll saw it."""
+    """A CodeDeploy deployment as one poll saw it.
+
+    Stages ask the properties (`failed`, `replacement_ready`, …) rather than
+    compare CodeDeploy's status words, which stay the adapter's business.
+    """
     id: str
-    status: str  # Created, Queued, InProgress, Ready, Succeeded, Failed, Stopped
+    status: str  # Created, Queued, InProgress, Ready, Succeeded, Failed, Stopped; shown in messages
     ready_for_traffic: bool = False
     events: tuple[LifecycleEvent, ...] = ()
     error: str | None = None
     # Production traffic already moved to the replacement (CodeDeploy waits to end the original, or is done).
     traffic_shifted: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == 'Succeeded'
+
+    @property
+    def failed(self) -> bool:
+        """Ended without success: CodeDeploy failed it, or it was stopped (by a rollback or by hand)."""
+        return self.status in ('Failed', 'Stopped')
+
+    @property
+    def replacement_ready(self) -> bool:
+        """The replacement task set can take traffic: CodeDeploy waits for us, or already finished."""
+        return self.ready_for_traffic or self.succeeded
+
+    @property
+    def traffic_moved(self) -> bool:
+        """Production traffic is on the replacement (or the deployment finished)."""
+        return self.succeeded or self.traffic_shifted
 
 
 class CodeDeploy(Protocol):

@@ -1,4 +1,4 @@
-"""CodeDeploy ECS blue/green deployments through boto3, and the traffic layout they define.
+"""CodeDeploy ECS blue/green deployments through boto3.
 
 One run starts at most one deployment: its description carries the run id
 (`panda-deploy run dep_…`), so `find_deployment` recognises the deployment a
@@ -9,18 +9,17 @@ that wait is where our own health checks gate the switch, so a group that
 shifts traffic on its own is refused rather than silently skipping the checks.
 
 The deployment group is also where the blue/green layout lives (the two
-target groups, the production and test listeners): `traffic_layout` reads it
-for the ECS and ELBv2 adapters too, so the three agree on which target group
-is "blue". The spec may name the layout itself (`spec.blueGreen.loadBalancer`,
-proposed; read defensively until the model has it), which is what lets the
-operator create a missing application and deployment group.
+target groups, the production and test listeners); reading it is
+`controller.adapters.traffic_layout`'s job, shared with the ECS and ELBv2
+adapters. When the spec names the layout (`spec.blueGreen.loadBalancer`) and
+a service role (`spec.blueGreen.codeDeploy.serviceRoleArn`), the operator
+creates a missing application and deployment group.
 
 Throttling, 5xx and dropped connections become `Transient` (the engine
 retries the stage); everything else ends the run with BlueGreenFailed.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import hashlib
 import json
@@ -29,9 +28,9 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-
 from controller.adapters import DeploymentState, LifecycleEvent
 from controller.adapters.aws import AwsAdapter, error_code
+from controller.adapters.traffic_layout import GROUP_MISSING_CODES, TrafficLayout, layout_from_group, layout_from_spec
 from controller.errors import Reason, StageFailed, Transient
 from controller.models import PandaDeploySpec
 
@@ -49,119 +48,6 @@ MAX_READY_WAIT_MINUTES = 2880
 # `Succeeded`, which CodeDeploy reports only after this wait. Raise it together with Verify
 # accepting `DeploymentState.traffic_shifted` to keep a rollback window.
 TERMINATION_WAIT_MINUTES = 0
-
-_GROUP_MISSING = ('ApplicationDoesNotExistException', 'DeploymentGroupDoesNotExistException')
-
-
-# -- the blue/green layout ------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class TrafficLayout:
-    """The two target groups and the listeners that CodeDeploy switches between them.
-
-    "Blue" is the first target group of the deployment group's pair
-    (`loadBalancerInfo.targetGroupPairInfoList[0].targetGroups[0]`), "green"
-    the second; the ECS service is created on blue. Target groups are named
-    as CodeDeploy names them (by name); ARNs are known only when the spec
-    gave them.
-    """
-    blue_target_group: str
-    green_target_group: str
-    production_listener_arns: tuple[str, ...]
-    test_listener_arns: tuple[str, ...] = ()
-    blue_target_group_arn: str | None = None
-    green_target_group_arn: str | None = None
-    source: str = 'deployment group'  # or 'spec'
-
-    def color_of(self, target_group: str) -> str | None:
-        """'blue' or 'green' for a target group name or ARN, None when it is neither."""
-        name = target_group_name(target_group)
-        if name == self.blue_target_group:
-            return 'blue'
-        if name == self.green_target_group:
-            return 'green'
-        return None
-
-
-def target_group_name(name_or_arn: str) -> str:
-    """The name in a target group ARN (`…:targetgroup/<name>/<id>`), or the argument when it is a name."""
-    if name_or_arn.startswith('arn:'):
-        resource = name_or_arn.split(':', 5)[-1]
-        parts = resource.split('/')
-        if len(parts) >= 2 and parts[0] == 'targetgroup':
-            return parts[1]
-    return name_or_arn
-
-
-def layout_from_group(group: dict[str, Any]) -> TrafficLayout | None:
-    """The layout a deployment group (GetDeploymentGroup's deploymentGroupInfo) defines, if it has a pair."""
-    pairs = (group.get('loadBalancerInfo') or {}).get('targetGroupPairInfoList') or []
-    if not pairs:
-        return None
-    pair = pairs[0]
-    groups = [str(g.get('name') or '') for g in pair.get('targetGroups') or []]
-    if len(groups) != 2 or not all(groups):
-        return None
-    production = tuple((pair.get('prodTrafficRoute') or {}).get('listenerArns') or ())
-    test = tuple((pair.get('testTrafficRoute') or {}).get('listenerArns') or ())
-    return TrafficLayout(blue_target_group=groups[0], green_target_group=groups[1],
-                         production_listener_arns=production, test_listener_arns=test)
-
-
-def layout_from_spec(spec: PandaDeploySpec) -> TrafficLayout | None:
-    """The layout the spec names in `spec.blueGreen.loadBalancer` (proposed fields), or None.
-
-    Read with getattr so this module works before and after the model grows
-    the fields: productionListenerArn, testListenerArn, blueTargetGroupArn,
-    greenTargetGroupArn.
-    """
-    found = getattr(spec.blue_green, 'load_balancer', None)
-    if found is None:
-        return None
-    production = getattr(found, 'production_listener_arn', None)
-    blue = getattr(found, 'blue_target_group_arn', None)
-    green = getattr(found, 'green_target_group_arn', None)
-    if not (production and blue and green):
-        return None
-    test = getattr(found, 'test_listener_arn', None)
-    return TrafficLayout(blue_target_group=target_group_name(blue), green_target_group=target_group_name(green),
-                         production_listener_arns=(production,), test_listener_arns=(test,) if test else (),
-                         blue_target_group_arn=blue, green_target_group_arn=green, source='spec')
-
-
-def service_role_from_spec(spec: PandaDeploySpec) -> str | None:
-    """`spec.blueGreen.codeDeploy.serviceRoleArn` (proposed field), needed to create a deployment group."""
-    return getattr(spec.blue_green.code_deploy, 'service_role_arn', None) or None
-
-
-def traffic_layout(*, spec: PandaDeploySpec, codedeploy: Any) -> TrafficLayout | None:
-    """The deployment group's layout when the group exists and has one, else the spec's, else None.
-
-    The group wins because it is what CodeDeploy actually switches. Errors
-    other than a missing application or group propagate (botocore's), for
-    the caller to map to its own reason.
-    """
-    code_deploy = spec.blue_green.code_deploy
-    try:
-        group = codedeploy.get_deployment_group(applicationName=code_deploy.application,
-                                                deploymentGroupName=code_deploy.deployment_group)
-    except Exception as exc:
-        if error_code(exc) not in _GROUP_MISSING:
-            raise
-    else:
-        found = layout_from_group(group.get('deploymentGroupInfo') or {})
-        if found is not None:
-            return found
-    return layout_from_spec(spec)
-
-
-def missing_layout_text(spec: PandaDeploySpec) -> str:
-    """Why no layout could be found, and what to set."""
-    code_deploy = spec.blue_green.code_deploy
-    return (f'CodeDeploy deployment group {code_deploy.application}/{code_deploy.deployment_group} '
-            f'does not exist or names no target group pair, and spec.blueGreen.loadBalancer does not name '
-            f'the listeners and target groups')
 
 
 # -- AppSpec ----------------------------------------------------------------------------
@@ -212,6 +98,39 @@ def run_of(description_text: str | None) -> str | None:
     return found.group(1) if found else None
 
 
+# -- the deployment group -------------------------------------------------------------
+
+
+def deployment_group_request(spec: PandaDeploySpec, *, layout: TrafficLayout,
+                             service_role_arn: str) -> dict[str, Any]:
+    """CreateDeploymentGroup's arguments: ECS blue/green with traffic control that waits for us
+    (STOP_DEPLOYMENT) on `layout`, rolling back when a deployment fails or is stopped."""
+    code_deploy = spec.blue_green.code_deploy
+    pair: dict[str, Any] = {
+        'targetGroups': [{'name': layout.blue_target_group}, {'name': layout.green_target_group}],
+        'prodTrafficRoute': {'listenerArns': list(layout.production_listener_arns)},
+    }
+    if layout.test_listener_arns:
+        pair['testTrafficRoute'] = {'listenerArns': list(layout.test_listener_arns)}
+    ready_wait = min(MAX_READY_WAIT_MINUTES, max(1, math.ceil(spec.timeouts.total / 60)))
+    return {
+        'applicationName': code_deploy.application,
+        'deploymentGroupName': code_deploy.deployment_group,
+        'deploymentConfigName': code_deploy.deployment_config,
+        'serviceRoleArn': service_role_arn,
+        'deploymentStyle': {'deploymentType': 'BLUE_GREEN', 'deploymentOption': 'WITH_TRAFFIC_CONTROL'},
+        'blueGreenDeploymentConfiguration': {
+            'deploymentReadyOption': {'actionOnTimeout': 'STOP_DEPLOYMENT', 'waitTimeInMinutes': ready_wait},
+            'terminateBlueInstancesOnDeploymentSuccess': {
+                'action': 'TERMINATE', 'terminationWaitTimeInMinutes': TERMINATION_WAIT_MINUTES},
+        },
+        'loadBalancerInfo': {'targetGroupPairInfoList': [pair]},
+        'ecsServices': [{'serviceName': spec.ecs.service, 'clusterName': spec.ecs.cluster}],
+        'autoRollbackConfiguration': {'enabled': True,
+                                      'events': ['DEPLOYMENT_FAILURE', 'DEPLOYMENT_STOP_ON_REQUEST']},
+    }
+
+
 # -- the adapter ------------------------------------------------------------------------
 
 
@@ -256,7 +175,7 @@ class CodeDeployDeployments(AwsAdapter):
                                       *self._list(spec, createTimeRange={'start': since})]))
             matches = [info for info in self._batch_get(ids) if run_of(info.get('description')) == run_id]
         except Exception as exc:
-            if error_code(exc) in _GROUP_MISSING:
+            if error_code(exc) in GROUP_MISSING_CODES:
                 return None
             raise self._error(exc, f'CodeDeploy ListDeployments of {code_deploy.application}/'
                                    f'{code_deploy.deployment_group}') from exc
@@ -327,7 +246,7 @@ class CodeDeployDeployments(AwsAdapter):
                          ['deploymentGroupInfo'])
         except Exception as exc:
             code = error_code(exc)
-            if code not in _GROUP_MISSING:
+            if code not in GROUP_MISSING_CODES:
                 raise self._error(exc, f'CodeDeploy GetDeploymentGroup {where}') from exc
             group = self._create_group(spec, application_missing=code == 'ApplicationDoesNotExistException')
         self._check_group(group, where=where)
@@ -338,7 +257,7 @@ class CodeDeployDeployments(AwsAdapter):
         missing = (f'CodeDeploy application {code_deploy.application}' if application_missing
                    else f'CodeDeploy deployment group {code_deploy.deployment_group} '
                         f'of application {code_deploy.application}')
-        layout, role = layout_from_spec(spec), service_role_from_spec(spec)
+        layout, role = layout_from_spec(spec), code_deploy.service_role_arn
         if layout is None or role is None:
             needs = [name for name, value in (('spec.blueGreen.loadBalancer', layout),
                                               ('spec.blueGreen.codeDeploy.serviceRoleArn', role)) if value is None]
@@ -352,29 +271,7 @@ class CodeDeployDeployments(AwsAdapter):
             except Exception as exc:
                 if error_code(exc) != 'ApplicationAlreadyExistsException':
                     raise self._error(exc, f'CodeDeploy CreateApplication {code_deploy.application}') from exc
-        pair: dict[str, Any] = {
-            'targetGroups': [{'name': layout.blue_target_group}, {'name': layout.green_target_group}],
-            'prodTrafficRoute': {'listenerArns': list(layout.production_listener_arns)},
-        }
-        if layout.test_listener_arns:
-            pair['testTrafficRoute'] = {'listenerArns': list(layout.test_listener_arns)}
-        ready_wait = min(MAX_READY_WAIT_MINUTES, max(1, math.ceil(spec.timeouts.total / 60)))
-        request = {
-            'applicationName': code_deploy.application,
-            'deploymentGroupName': code_deploy.deployment_group,
-            'deploymentConfigName': code_deploy.deployment_config,
-            'serviceRoleArn': role,
-            'deploymentStyle': {'deploymentType': 'BLUE_GREEN', 'deploymentOption': 'WITH_TRAFFIC_CONTROL'},
-            'blueGreenDeploymentConfiguration': {
-                'deploymentReadyOption': {'actionOnTimeout': 'STOP_DEPLOYMENT', 'waitTimeInMinutes': ready_wait},
-                'terminateBlueInstancesOnDeploymentSuccess': {
-                    'action': 'TERMINATE', 'terminationWaitTimeInMinutes': TERMINATION_WAIT_MINUTES},
-            },
-            'loadBalancerInfo': {'targetGroupPairInfoList': [pair]},
-            'ecsServices': [{'serviceName': spec.ecs.service, 'clusterName': spec.ecs.cluster}],
-            'autoRollbackConfiguration': {'enabled': True,
-                                          'events': ['DEPLOYMENT_FAILURE', 'DEPLOYMENT_STOP_ON_REQUEST']},
-        }
+        request = deployment_group_request(spec, layout=layout, service_role_arn=role)
         where = f'{code_deploy.application}/{code_deploy.deployment_group}'
         try:
             cd.create_deployment_group(**request)

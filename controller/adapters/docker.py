@@ -21,8 +21,8 @@ import os
 import pathlib
 import re
 import threading
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from typing import Any, NoReturn
 
 import docker
 import docker.errors
@@ -104,76 +104,34 @@ class DockerEngine:
         StageFailed(BuildFailed, "build cancelled") raised.
         """
         if cancel.is_set():
-            raise StageFailed(f'build of {tag} cancelled', reason=Reason.BUILD_FAILED)
+            raise _build_cancelled(tag)
         api = self._api(reason=Reason.BUILD_FAILED)
-        tail: collections.deque[str] = collections.deque(maxlen=self._tail_lines)
-        lines = _Lines()
-        step = _StepContainer()
+        output = _BuildOutput(log=log, tail_lines=self._tail_lines)
         finished = threading.Event()
         watcher = threading.Thread(target=self._stop_on_cancel, kwargs={'cancel': cancel, 'finished': finished,
-                                                                        'step': step},
+                                                                        'step': output.step},
                                    name=f'docker-build-cancel-{tag}', daemon=True)
-        image_id: str | None = None
-
-        def emit(line: str) -> None:
-            line = _TERMINAL_CODES.sub('', redact(line))
-            tail.append(line)
-            found = _RUNNING_IN.match(line)
-            if found:
-                step.set(found.group(1))
-            log(line)
-
         watcher.start()
         try:
             stream = api.build(path=str(context), dockerfile=dockerfile, tag=tag, labels=dict(labels),
                                buildargs=dict(build_args), rm=True, forcerm=True, pull=False, decode=True)
-            try:
-                for chunk in stream:
-                    if cancel.is_set():
-                        break
-                    if 'stream' in chunk:
-                        for line in lines.feed(str(chunk['stream'])):
-                            emit(line)
-                    elif 'status' in chunk:
-                        emit(str(chunk['status']))
-                    if isinstance(chunk.get('aux'), dict) and chunk['aux'].get('ID'):
-                        image_id = str(chunk['aux']['ID'])
-                    if 'error' in chunk or 'errorDetail' in chunk:
-                        if cancel.is_set():
-                            break
-                        for line in lines.rest():
-                            emit(line)
-                        detail = chunk.get('errorDetail') or {}
-                        message = str(detail.get('message') or chunk.get('error') or 'unknown error')
-                        emit(message)
-                        if not self._answers():  # a stopping engine kills the step (exit 137): not the build's fault
-                            raise Transient(f'Docker engine at {engine_address()} stopped during the build of '
-                                            f'{tag} ({redact(message)})', reason=Reason.BUILD_FAILED)
-                        raise BuildFailed(image_name=tag, exit_code=_exit_code(detail, message),
-                                          log_tail='\n'.join(tail))
-            finally:
-                stream.close()  # drops the connection when stopped early: the engine abandons the build
-            for line in lines.rest():
-                emit(line)
+            self._follow_build(stream, output, tag=tag, cancel=cancel)
         except _ENGINE_DOWN as exc:
             if cancel.is_set():
-                raise StageFailed(f'build of {tag} cancelled', reason=Reason.BUILD_FAILED) from exc
+                raise _build_cancelled(tag) from exc
             raise Transient(f'Docker engine unreachable at {engine_address()} during the build of {tag}',
                             reason=Reason.BUILD_FAILED) from exc
         except _SILENT as exc:
             raise Transient(f'No output from the Docker engine for {self._read_timeout:.0f} seconds '
                             f'during the build of {tag}') from exc
         except docker.errors.APIError as exc:
-            message = redact(str(exc.explanation or exc))
-            tail.append(message)
-            raise BuildFailed(image_name=tag, exit_code=None, log_tail='\n'.join(tail)) from exc
+            output.tail.append(redact(str(exc.explanation or exc)))
+            raise BuildFailed(image_name=tag, exit_code=None, log_tail=output.tail_text()) from exc
         finally:
             finished.set()
         if cancel.is_set():
-            raise StageFailed(f'build of {tag} cancelled', reason=Reason.BUILD_FAILED)
-        if image_id is None:
-            image_id = self._image_id(tag)
-        return image_id
+            raise _build_cancelled(tag)
+        return output.image_id if output.image_id is not None else self._image_id(tag)
 
     def has_image(self, tag: str) -> bool:
         """Whether the engine holds an image `tag`."""
@@ -190,37 +148,14 @@ class DockerEngine:
         api = self._api(reason=Reason.PUSH_FAILED)
         repository, target_tag = split_reference(target)
         secrets = [auth.password] if auth is not None and auth.password else []
-        try:
-            api.tag(tag, repository, target_tag, force=True)
-        except docker.errors.ImageNotFound as exc:
-            raise StageFailed(f'Local image {tag} not found in the Docker engine', reason=Reason.PUSH_FAILED) from exc
-        except _ENGINE_DOWN as exc:
-            raise Transient(f'Docker engine unreachable at {engine_address()}') from exc
+        _tag_for_push(api, tag, repository=repository, target_tag=target_tag)
         # An empty dict (not None) keeps the SDK from reading credentials out of ~/.docker/config.json.
         auth_config = ({'username': auth.username, 'password': auth.password}
                        if auth is not None and auth.username else {})
-        digest: str | None = None
         try:
             stream = api.push(repository, tag=target_tag, stream=True, decode=True, auth_config=auth_config)
             try:
-                for chunk in stream:
-                    if 'error' in chunk or 'errorDetail' in chunk:
-                        detail = chunk.get('errorDetail') or {}
-                        message = redact(str(detail.get('message') or chunk.get('error') or 'unknown error'), secrets)
-                        log(f'push of {target} failed: {message}')
-                        if _PUSH_RETRYABLE.search(message):
-                            raise Transient(f'push of {target} failed: {message}', reason=Reason.PUSH_FAILED)
-                        raise StageFailed(f'push of {target} failed: {message}', reason=Reason.PUSH_FAILED)
-                    aux = chunk.get('aux')
-                    if isinstance(aux, dict) and aux.get('Digest'):
-                        digest = str(aux['Digest'])
-                    status = chunk.get('status')
-                    if status and not chunk.get('progressDetail', {}).get('current'):  # no progress ticks
-                        line = redact(f"{chunk['id']}: {status}" if chunk.get('id') else str(status), secrets)
-                        log(line)
-                        found = _PUSHED_DIGEST.search(line)
-                        if found and digest is None:
-                            digest = found.group(1)
+                digest = _follow_push(stream, target=target, secrets=secrets, log=log)
             finally:
                 stream.close()
         except _ENGINE_DOWN as exc:
@@ -248,6 +183,33 @@ class DockerEngine:
                 client.api.timeout = self._read_timeout  # builds may be silent for a long time
                 self._client = client
             return self._client.api
+
+    def _follow_build(self, stream: Generator[dict[str, Any], None, None], output: _BuildOutput, *, tag: str,
+                      cancel: threading.Event) -> None:
+        """Read the build's stream to its end (or until `cancel`); an error in it raises."""
+        try:
+            for chunk in stream:
+                if cancel.is_set():
+                    break
+                output.take(chunk)
+                if 'error' in chunk or 'errorDetail' in chunk:
+                    if cancel.is_set():
+                        break
+                    self._build_error(chunk, output, tag=tag)
+        finally:
+            stream.close()  # drops the connection when stopped early: the engine abandons the build
+        output.flush()
+
+    def _build_error(self, chunk: Mapping[str, Any], output: _BuildOutput, *, tag: str) -> NoReturn:
+        """The build reported an error: BuildFailed with its exit code, or Transient when the engine went away."""
+        output.flush()
+        detail = chunk.get('errorDetail') or {}
+        message = str(detail.get('message') or chunk.get('error') or 'unknown error')
+        output.emit(message)
+        if not self._answers():  # a stopping engine kills the step (exit 137): not the build's fault
+            raise Transient(f'Docker engine at {engine_address()} stopped during the build of '
+                            f'{tag} ({redact(message)})', reason=Reason.BUILD_FAILED)
+        raise BuildFailed(image_name=tag, exit_code=_exit_code(detail, message), log_tail=output.tail_text())
 
     def _answers(self) -> bool:
         """Whether the engine takes a new request now (a stopping engine has closed its socket)."""
@@ -290,6 +252,86 @@ class _StepContainer:
     def get(self) -> str | None:
         with self._lock:
             return self._id
+
+
+class _BuildOutput:
+    """One build's output as it streams: whole lines to the run's log, the last lines kept for the
+    failure message, the running step's container (for cancelling) and the image id noted."""
+
+    def __init__(self, *, log: LogLine, tail_lines: int) -> None:
+        self.tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self.step = _StepContainer()
+        self.image_id: str | None = None
+        self._log = log
+        self._lines = _Lines()
+
+    def take(self, chunk: Mapping[str, Any]) -> None:
+        """One chunk of the engine's JSON stream."""
+        if 'stream' in chunk:
+            for line in self._lines.feed(str(chunk['stream'])):
+                self.emit(line)
+        elif 'status' in chunk:
+            self.emit(str(chunk['status']))
+        if isinstance(chunk.get('aux'), dict) and chunk['aux'].get('ID'):
+            self.image_id = str(chunk['aux']['ID'])
+
+    def emit(self, line: str) -> None:
+        line = _TERMINAL_CODES.sub('', redact(line))
+        self.tail.append(line)
+        found = _RUNNING_IN.match(line)
+        if found:
+            self.step.set(found.group(1))
+        self._log(line)
+
+    def flush(self) -> None:
+        """The last line, when the stream ended without its newline."""
+        for line in self._lines.rest():
+            self.emit(line)
+
+    def tail_text(self) -> str:
+        return '\n'.join(self.tail)
+
+
+def _build_cancelled(tag: str) -> StageFailed:
+    return StageFailed(f'build of {tag} cancelled', reason=Reason.BUILD_FAILED)
+
+
+def _tag_for_push(api: docker.APIClient, tag: str, *, repository: str, target_tag: str) -> None:
+    try:
+        api.tag(tag, repository, target_tag, force=True)
+    except docker.errors.ImageNotFound as exc:
+        raise StageFailed(f'Local image {tag} not found in the Docker engine', reason=Reason.PUSH_FAILED) from exc
+    except _ENGINE_DOWN as exc:
+        raise Transient(f'Docker engine unreachable at {engine_address()}') from exc
+
+
+def _follow_push(stream: Iterable[Mapping[str, Any]], *, target: str, secrets: list[str], log: LogLine) -> str | None:
+    """Read a push's stream to its end, logging each status (not progress ticks); the digest it reported."""
+    digest: str | None = None
+    for chunk in stream:
+        if 'error' in chunk or 'errorDetail' in chunk:
+            _push_error(chunk, target=target, secrets=secrets, log=log)
+        aux = chunk.get('aux')
+        if isinstance(aux, dict) and aux.get('Digest'):
+            digest = str(aux['Digest'])
+        status = chunk.get('status')
+        if status and not chunk.get('progressDetail', {}).get('current'):  # no progress ticks
+            line = redact(f"{chunk['id']}: {status}" if chunk.get('id') else str(status), secrets)
+            log(line)
+            found = _PUSHED_DIGEST.search(line)
+            if found and digest is None:
+                digest = found.group(1)
+    return digest
+
+
+def _push_error(chunk: Mapping[str, Any], *, target: str, secrets: list[str], log: LogLine) -> NoReturn:
+    """The registry refused the push: Transient for a 5xx or throttling, StageFailed otherwise."""
+    detail = chunk.get('errorDetail') or {}
+    message = redact(str(detail.get('message') or chunk.get('error') or 'unknown error'), secrets)
+    log(f'push of {target} failed: {message}')
+    if _PUSH_RETRYABLE.search(message):
+        raise Transient(f'push of {target} failed: {message}', reason=Reason.PUSH_FAILED)
+    raise StageFailed(f'push of {target} failed: {message}', reason=Reason.PUSH_FAILED)
 
 
 def _exit_code(detail: Mapping[str, Any], message: str) -> int | None:

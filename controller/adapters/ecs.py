@@ -12,7 +12,7 @@ The service is created once, with the CODE_DEPLOY deployment controller and
 the blue target group; an existing service is never updated with a task
 definition (AWS refuses that for CodeDeploy-controlled services; the new
 revision rolls out through stage 4). Which target group is blue comes from
-`controller.adapters.codedeploy.traffic_layout` (the deployment group, or the
+`controller.adapters.traffic_layout` (the deployment group, or the
 spec), so ECS, CodeDeploy and ELBv2 agree.
 
 Errors name the cluster and service (`ServiceUpdateFailed`) with the AWS
@@ -27,7 +27,7 @@ import boto3.session
 
 from controller.adapters import ServiceState
 from controller.adapters.aws import AwsAdapter, error_code
-from controller.adapters.codedeploy import missing_layout_text, traffic_layout
+from controller.adapters.traffic_layout import missing_layout_text, traffic_layout
 from controller.credentials import Credentials
 from controller.errors import PandaDeployError, Reason, ServiceUpdateFailed, Transient
 from controller.models import PandaDeploySpec

@@ -3,7 +3,7 @@
 Colours are names for the two target groups of the CodeDeploy deployment
 group's pair, not for task sets: "blue" is the pair's first target group
 (`targetGroupPairInfoList[0].targetGroups[0]`), "green" the second (see
-`controller.adapters.codedeploy.TrafficLayout`). CodeDeploy puts each new
+`controller.adapters.traffic_layout.TrafficLayout`). CodeDeploy puts each new
 revision in the target group that is not serving production and then points
 the production listener at it, so the active colour alternates from one
 rollout to the next: the production listener's forward target group is the
@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from controller.adapters import Traffic
 from controller.adapters.aws import AwsAdapter
-from controller.adapters.codedeploy import TrafficLayout, missing_layout_text, target_group_name, traffic_layout
+from controller.adapters.traffic_layout import TrafficLayout, missing_layout_text, target_group_name, traffic_layout
 from controller.errors import Reason, StageFailed
 from controller.models import PandaDeploySpec
 

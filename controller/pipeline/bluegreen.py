@@ -10,21 +10,32 @@ the stage is skipped.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from controller.adapters import DeploymentState
 from controller.errors import Reason, StageFailed
 from controller.models import StageName
 from controller.pipeline.engine import Done, StageContext, Wait
 
 POLL_SECONDS = 5.0
-FAILED = ('Failed', 'Stopped')
+
+
+@dataclasses.dataclass
+class ReportedLifecycle:
+    """The lifecycle events (name, status) already published for the run; shared by stages 4 and 5."""
+    seen: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+
+
+_REPORTED = 'lifecycle'  # the key of ReportedLifecycle in the run's scratch
 
 
 def report_lifecycle(ctx: StageContext, state: DeploymentState) -> None:
     """Publish each lifecycle event of the deployment target once, as it happens (stages 4 and 5)."""
-    seen: set[tuple[str, str]] = ctx.run.scratch.setdefault('lifecycle', set())
+    reported = ctx.run.scratch.setdefault(_REPORTED, ReportedLifecycle())
+    assert isinstance(reported, ReportedLifecycle)
     for event in state.events:
-        if (event.name, event.status) not in seen and event.status != 'Pending':
-            seen.add((event.name, event.status))
+        if (event.name, event.status) not in reported.seen and event.started:
+            reported.seen.add((event.name, event.status))
             ctx.progress(f'Lifecycle {event.name}: {event.status}')
 
 
@@ -33,27 +44,37 @@ class BlueGreen:
     poll_seconds = POLL_SECONDS
 
     def run(self, ctx: StageContext) -> Done | Wait:
-        spec, codedeploy = ctx.spec, ctx.adapters.codedeploy
-        run_id = ctx.status.deployment_id or ''
         deployment_id = ctx.status.code_deploy_deployment_id
         if not deployment_id:
-            deployment_id = codedeploy.find_deployment(spec=spec, run_id=run_id)
-            if deployment_id is None:
-                arn = ctx.status.task_definition_arn
-                assert arn, 'Service records the task definition before BlueGreen runs'
-                if ctx.adapters.ecs.running_task_definition(spec=spec) == arn:
-                    # A new service, or this image is already live: nothing to switch.
-                    return Done(f'ECS service {spec.ecs.service} already runs {arn.rsplit("/", 1)[-1]}; '
-                                'no deployment needed', skipped=True)
-                deployment_id = codedeploy.create_deployment(spec=spec, task_definition_arn=arn, run_id=run_id)
-                ctx.progress(f'CodeDeploy deployment {deployment_id} created')
+            found = self._find_or_start(ctx)
+            if isinstance(found, Done):
+                return found
+            deployment_id = found
             ctx.record(code_deploy_deployment_id=deployment_id)
 
-        state = codedeploy.get_deployment(deployment_id)
+        state = ctx.adapters.codedeploy.get_deployment(deployment_id)
         report_lifecycle(ctx, state)
-        if state.status in FAILED:
+        if state.failed:
             raise StageFailed(f'CodeDeploy deployment {deployment_id} {state.status}'
                               + (f': {state.error}' if state.error else ''), reason=Reason.BLUE_GREEN_FAILED)
-        if state.ready_for_traffic or state.status == 'Succeeded':
+        if state.replacement_ready:
             return Done(f'Green task set ready (CodeDeploy deployment {deployment_id})')
         return Wait(self.poll_seconds)
+
+    @staticmethod
+    def _find_or_start(ctx: StageContext) -> str | Done:
+        """The run's deployment id (found, or started now), or Done(skipped) when there is nothing to switch."""
+        spec, codedeploy = ctx.spec, ctx.adapters.codedeploy
+        run_id = ctx.status.deployment_id or ''
+        deployment_id = codedeploy.find_deployment(spec=spec, run_id=run_id)
+        if deployment_id is not None:
+            return deployment_id
+        arn = ctx.status.task_definition_arn
+        assert arn, 'Service records the task definition before BlueGreen runs'
+        if ctx.adapters.ecs.running_task_definition(spec=spec) == arn:
+            # A new service, or this image is already live: nothing to switch.
+            return Done(f'ECS service {spec.ecs.service} already runs {arn.rsplit("/", 1)[-1]}; '
+                        'no deployment needed', skipped=True)
+        deployment_id = codedeploy.create_deployment(spec=spec, task_definition_arn=arn, run_id=run_id)
+        ctx.progress(f'CodeDeploy deployment {deployment_id} created')
+        return deployment_id

@@ -13,11 +13,19 @@ and the service there, stage 4 found the service already running it) skips
 the checks when the newest run in `status.history` succeeded with the same
 image: that image passed them then, and no traffic is to move now. After a
 failed or superseded run, the checks run again.
+
+Between polls the stage keeps its progress in one `CheckProgress` (in the
+stage's in-memory scratch): it is lost on restart, which only means the
+checks run again. Each poll walks the same named steps in order; a step
+returns the poll's outcome or None to let the next step go on.
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
+from typing import NoReturn
 
+from controller.adapters import Probe
 from controller.errors import HealthCheckFailed, Reason, StageFailed
 from controller.models import HealthCheckStatus, HistoryEntry, Promotion, RunResult, StageName, StageResult
 from controller.pipeline.bluegreen import report_lifecycle
@@ -25,6 +33,24 @@ from controller.pipeline.engine import Done, StageContext, Wait
 
 PROMOTE_ANNOTATION = 'deploy.panda.dev/promote'
 POLL_SECONDS = 5.0
+
+
+@dataclasses.dataclass
+class CheckProgress:
+    """How far the checks of one Verify stage got, kept between its polls."""
+    url: str
+    latencies: list[float] = dataclasses.field(default_factory=list)
+    errors: list[str] = dataclasses.field(default_factory=list)  # one per failed check, in order
+    answering: bool = False  # the checked URL gave a first good answer (checks without a deployment)
+    first: Probe | None = None  # that first good answer, counted as check 1
+    continued: bool = False  # all checks passed and CodeDeploy was told to shift traffic
+
+    @property
+    def failures(self) -> int:
+        return len(self.errors)
+
+    def summary(self, total: int) -> HealthCheckStatus:
+        return summarise_checks(self.url, self.latencies, self.failures, total)
 
 
 def summarise_checks(url: str, latencies: list[float], failures: int, total: int) -> HealthCheckStatus:
@@ -36,89 +62,145 @@ def summarise_checks(url: str, latencies: list[float], failures: int, total: int
         error_rate=round(failures / done, 4) if done else None)
 
 
+_PROGRESS = 'checks'  # the one key of Verify's scratch
+
+
+def _progress(ctx: StageContext) -> CheckProgress | None:
+    found = ctx.scratch.get(_PROGRESS)
+    assert found is None or isinstance(found, CheckProgress)
+    return found
+
+
 class Verify:
     name = StageName.verify
     poll_seconds = POLL_SECONDS
 
     def run(self, ctx: StageContext) -> Done | Wait:
-        spec, adapters = ctx.spec, ctx.adapters
         deployment_id = ctx.status.code_deploy_deployment_id
-        check = spec.health_check
-        scratch = ctx.scratch
-
-        if not deployment_id and 'url' not in scratch and (verified := verified_before(ctx)) is not None:
+        progress = _progress(ctx)
+        if not deployment_id and progress is None and (verified := verified_before(ctx)) is not None:
             return Done(f'Nothing deployed by this run; image {verified.image_uri} passed its checks in run '
                         f'{verified.deployment_id}', skipped=True)
-
-        if deployment_id and 'continued' not in scratch:
-            state = adapters.codedeploy.get_deployment(deployment_id)
-            if state.status == 'Succeeded' or state.traffic_shifted:  # resumed after traffic already moved
-                return Done(f'Traffic switched (deployment {deployment_id})')
-
-        if 'continued' not in scratch:
-            if 'url' not in scratch:
-                traffic = adapters.loadbalancer.traffic(spec=spec)
-                # With a deployment, the replacement sits behind the colour not serving production (the
-                # test listener); without one (a new service, an unchanged image) production is checked.
-                base = traffic.standby_url if deployment_id else traffic.active_url
-                scratch.update(url=check.url or (base or '').rstrip('/') + check.path,
-                               latencies=[], failures=0, errors=[])
-            url, latencies = scratch['url'], scratch['latencies']
-            if not deployment_id and not scratch.get('answering'):
-                # A service created just now answers only once its tasks run and its targets are
-                # healthy (the load balancer says 503 meanwhile): wait for a first good answer,
-                # bounded by the stage timeout, before counting checks.
-                probe = adapters.http.get(url, timeout=check.timeout_seconds)
-                if probe.status != check.expected_status:
-                    ctx.progress(f'Waiting for {url} to answer ({probe.error or f"HTTP {probe.status}"})')
-                    return Wait(max(check.interval_seconds, self.poll_seconds))
-                scratch['answering'] = True
-                scratch['first'] = probe  # the first good answer is check 1
-            done = len(latencies)
-            if done < check.checks:
-                probe = scratch.pop('first', None) or adapters.http.get(url, timeout=check.timeout_seconds)
-                latencies.append(probe.seconds)
-                ok = probe.status == check.expected_status
-                if not ok:
-                    scratch['failures'] += 1
-                    scratch['errors'].append(probe.error or f'HTTP {probe.status}')
-                ctx.progress(f'HealthCheck in progress - Check {done + 1}/{check.checks}'
-                             + ('' if ok else f' failed ({scratch["errors"][-1]})'))
-                if done + 1 < check.checks:
-                    return Wait(check.interval_seconds)
-            summary = summarise_checks(url, latencies, scratch['failures'], check.checks)
-            if deployment_id or summary.failed:  # saved before the deployment is stopped or continued
-                ctx.record(health_check=summary)
-            if summary.failed:
-                if deployment_id:
-                    adapters.codedeploy.stop_deployment(deployment_id, rollback=True)
-                    ctx.progress('Deployment stopped and rolled back; traffic stays where it was')
-                raise HealthCheckFailed(url=url, failed=summary.failed, total=summary.total,
-                                        detail=scratch['errors'][0])
-            if not deployment_id:
-                return Done(f'{summary.total}/{summary.total} checks passed on {url}; no traffic to shift',
-                            record={'health_check': summary})
-            if spec.blue_green.promotion == Promotion.manual and not ctx.promote_requested():
-                if not ctx.status.promotion:
-                    ctx.record(promotion=f'Green passed {summary.total}/{summary.total} checks; '
-                                         f'annotate {PROMOTE_ANNOTATION}=true to shift traffic')
-                    ctx.progress('Waiting for promotion')
-                return Wait(self.poll_seconds)
-            adapters.codedeploy.continue_deployment(deployment_id)
-            scratch['continued'] = True
-            ctx.progress('Traffic shift started')
-            if ctx.status.promotion:
-                ctx.record(promotion=None)
-
+        if progress is None or not progress.continued:
+            if deployment_id and (shifted := self._shifted_before(ctx, deployment_id)) is not None:
+                return shifted
+            if progress is None:
+                progress = self._start_checks(ctx, deployment_id)
+            outcome = self._check(ctx, progress, deployment_id)
+            if outcome is not None:
+                return outcome
         assert deployment_id
-        state = adapters.codedeploy.get_deployment(deployment_id)
+        return self._await_shift(ctx, deployment_id)
+
+    # -- the steps, in the order a poll takes them ---------------------------------------
+
+    @staticmethod
+    def _shifted_before(ctx: StageContext, deployment_id: str) -> Done | None:
+        """Resumed after traffic already moved (an operator restart mid-shift): nothing left to check."""
+        if ctx.adapters.codedeploy.get_deployment(deployment_id).traffic_moved:
+            return Done(f'Traffic switched (deployment {deployment_id})')
+        return None
+
+    @staticmethod
+    def _start_checks(ctx: StageContext, deployment_id: str | None) -> CheckProgress:
+        """The URL to check, kept for the stage's later polls."""
+        check = ctx.spec.health_check
+        traffic = ctx.adapters.loadbalancer.traffic(spec=ctx.spec)
+        # With a deployment, the replacement sits behind the colour not serving production (the
+        # test listener); without one (a new service, an unchanged image) production is checked.
+        base = traffic.standby_url if deployment_id else traffic.active_url
+        progress = CheckProgress(url=check.url or (base or '').rstrip('/') + check.path)
+        ctx.scratch[_PROGRESS] = progress
+        return progress
+
+    def _check(self, ctx: StageContext, progress: CheckProgress, deployment_id: str | None) -> Done | Wait | None:
+        """The checks up to their verdict; None once traffic shift started."""
+        if not deployment_id and not progress.answering:
+            waiting = self._wait_for_first_answer(ctx, progress)
+            if waiting is not None:
+                return waiting
+        if len(progress.latencies) < ctx.spec.health_check.checks:
+            more = self._one_check(ctx, progress)
+            if more is not None:
+                return more
+        summary = progress.summary(ctx.spec.health_check.checks)
+        if deployment_id or summary.failed:  # saved before the deployment is stopped or continued
+            ctx.record(health_check=summary)
+        if summary.failed:
+            self._roll_back(ctx, progress, summary, deployment_id)
+        if not deployment_id:
+            return Done(f'{summary.total}/{summary.total} checks passed on {progress.url}; no traffic to shift',
+                        record={'health_check': summary})
+        return self._promote(ctx, progress, summary, deployment_id)
+
+    def _wait_for_first_answer(self, ctx: StageContext, progress: CheckProgress) -> Wait | None:
+        """A service created just now answers only once its tasks run and its targets are healthy (the
+        load balancer says 503 meanwhile): wait for a first good answer, bounded by the stage timeout,
+        before counting checks."""
+        check = ctx.spec.health_check
+        probe = ctx.adapters.http.get(progress.url, timeout=check.timeout_seconds)
+        if probe.status != check.expected_status:
+            ctx.progress(f'Waiting for {progress.url} to answer ({probe.error or f"HTTP {probe.status}"})')
+            return Wait(max(check.interval_seconds, self.poll_seconds))
+        progress.answering = True
+        progress.first = probe  # the first good answer is check 1
+        return None
+
+    @staticmethod
+    def _one_check(ctx: StageContext, progress: CheckProgress) -> Wait | None:
+        """One check; a Wait until the next when more are to come, None after the last."""
+        check = ctx.spec.health_check
+        done = len(progress.latencies)
+        probe, progress.first = progress.first, None
+        if probe is None:
+            probe = ctx.adapters.http.get(progress.url, timeout=check.timeout_seconds)
+        progress.latencies.append(probe.seconds)
+        ok = probe.status == check.expected_status
+        if not ok:
+            progress.errors.append(probe.error or f'HTTP {probe.status}')
+        ctx.progress(f'HealthCheck in progress - Check {done + 1}/{check.checks}'
+                     + ('' if ok else f' failed ({progress.errors[-1]})'))
+        if done + 1 < check.checks:
+            return Wait(check.interval_seconds)
+        return None
+
+    @staticmethod
+    def _roll_back(ctx: StageContext, progress: CheckProgress, summary: HealthCheckStatus,
+                   deployment_id: str | None) -> NoReturn:
+        """A check failed: stop the deployment with rollback (traffic stays put) and fail the stage."""
+        if deployment_id:
+            ctx.adapters.codedeploy.stop_deployment(deployment_id, rollback=True)
+            ctx.progress('Deployment stopped and rolled back; traffic stays where it was')
+        raise HealthCheckFailed(url=progress.url, failed=summary.failed, total=summary.total,
+                                detail=progress.errors[0])
+
+    def _promote(self, ctx: StageContext, progress: CheckProgress, summary: HealthCheckStatus,
+                 deployment_id: str) -> Wait | None:
+        """All checks passed: wait for a manual promotion if the spec asks for one, then continue the
+        deployment (None: the shift started)."""
+        if ctx.spec.blue_green.promotion == Promotion.manual and not ctx.promote_requested():
+            if not ctx.status.promotion:
+                ctx.record(promotion=f'Green passed {summary.total}/{summary.total} checks; '
+                                     f'annotate {PROMOTE_ANNOTATION}=true to shift traffic')
+                ctx.progress('Waiting for promotion')
+            return Wait(self.poll_seconds)
+        ctx.adapters.codedeploy.continue_deployment(deployment_id)
+        progress.continued = True
+        ctx.progress('Traffic shift started')
+        if ctx.status.promotion:
+            ctx.record(promotion=None)
+        return None
+
+    def _await_shift(self, ctx: StageContext, deployment_id: str) -> Done | Wait:
+        """Poll CodeDeploy until production traffic moved; a failed or stopped deployment fails the stage."""
+        state = ctx.adapters.codedeploy.get_deployment(deployment_id)
         report_lifecycle(ctx, state)
-        if state.status in ('Failed', 'Stopped'):
+        if state.failed:
             raise StageFailed(f'CodeDeploy deployment {deployment_id} {state.status} while shifting traffic'
                               + (f': {state.error}' if state.error else ''), reason=Reason.BLUE_GREEN_FAILED)
-        if state.status != 'Succeeded' and not state.traffic_shifted:
+        if not state.traffic_moved:
             return Wait(self.poll_seconds)
-        colour = adapters.loadbalancer.traffic(spec=spec).active_color
+        colour = ctx.adapters.loadbalancer.traffic(spec=ctx.spec).active_color
         ctx.progress(f'Traffic switched to {colour}')
         return Done(f'Traffic switched to {colour} (deployment {deployment_id})')
 
