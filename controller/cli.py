@@ -112,17 +112,16 @@ def run_once(*, manifest: str, secret_files: Sequence[str], until: StageName | N
     except Stall as exc:
         raise InvalidInput(f'{exc.reason}: {exc.message}') from exc
 
-    sink = PrintSink()
-    status = PandaDeployStatus()
-    logger = logging.getLogger('panda-deploy.run')
-    run = Run(spec=spec, generation=int((doc.get('metadata') or {}).get('generation') or 1), status=status,
-              credentials=creds, sink=sink, logger=logger, promote_requested=lambda: True)
-    Recorder(run).begin()
+    generation = int((doc.get('metadata') or {}).get('generation') or 1)
+    recorder = Recorder(sink=PrintSink(), status=PandaDeployStatus(), generation=generation)
+    run = Run(spec=spec, credentials=creds, recorder=recorder, logger=logging.getLogger('panda-deploy.run'),
+              promote_requested=lambda: True)
+    recorder.begin()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix='deployment-worker') as pool:
         engine = Engine(stages=default_stages(poll_seconds=config.poll_seconds), adapters=config.adapter_factory(), pool=pool)
         result = asyncio.run(engine.drive(run, until=until))
     if status_out:
-        pathlib.Path(status_out).write_text(yaml.safe_dump(status.dump(), sort_keys=False))
+        pathlib.Path(status_out).write_text(yaml.safe_dump(recorder.status.dump(), sort_keys=False))
     return EXIT_OK if result == RunResult.succeeded else EXIT_FAILED
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from controller.adapters import DeploymentState
 from controller.errors import Reason, StageFailed
 from controller.models import StageName
-from controller.pipeline.engine import Done, StageContext, Wait
+from controller.pipeline.stage import Done, StageContext, Wait
 
 POLL_SECONDS = 5.0
 FAILED = ('Failed', 'Stopped')
