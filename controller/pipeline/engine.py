@@ -22,18 +22,34 @@ import datetime
 import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from controller import metrics
 from controller.adapters import AdapterFactory, Adapters
 from controller.errors import PandaDeployError, Reason, StageFailed, StageTimeout, Transient
 from controller.models import RunResult, StageName, StageRecord, StageResult
 from controller.pipeline.run import Run
-from controller.pipeline.stage import Done, Stage, StageContext
+from controller.pipeline.stage import Done, Stage, StageContext, Wait
 
 FINISHED_STAGE = (StageResult.succeeded, StageResult.skipped)
 TRANSIENT_BACKOFF = (2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 SHOW_RUNNING_AFTER = 1.0  # seconds a stage runs before its start is saved (if nothing saved it sooner)
+
+
+class RunAdapters:
+    """A run's adapters, made when a stage first asks (a run whose stages find their work done may not),
+    then shared by its stages across worker threads."""
+
+    def __init__(self, factory: AdapterFactory, run: Run) -> None:
+        self._factory, self._run = factory, run
+        self._built: Adapters | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Adapters:
+        with self._lock:
+            if self._built is None:
+                self._built = self._factory(self._run.spec, self._run.credentials)
+            return self._built
 
 
 class Engine:
@@ -48,83 +64,89 @@ class Engine:
 
     async def drive(self, run: Run, *, until: StageName | None = None) -> RunResult:
         """Run (or resume) the stages; returns the result. Cancellation is recorded, then re-raised."""
-        recorder = run.recorder
-        loop = asyncio.get_running_loop()
-        built: list[Adapters] = []
-        lock = threading.Lock()
-
-        def adapters() -> Adapters:
-            with lock:
-                if not built:
-                    built.append(self.adapter_factory(run.spec, run.credentials))
-                return built[0]
-
-        recorder.started()
+        adapters = RunAdapters(self.adapter_factory, run)
+        run.recorder.started()
         try:
-            for stage in self.stages:
-                record = run.status.stage_record(stage.name)
-                if record is not None and record.result in FINISHED_STAGE:
-                    continue
-                record = recorder.stage_started(stage.name)
-                ctx = StageContext(run=run, name=stage.name, loop=loop, adapters=adapters)
-                try:
-                    outcome = await self._run_stage(stage, ctx, record)
-                except asyncio.CancelledError:
-                    ctx.cancel.set()
-                    if run.cancel_result is not None:
-                        recorder.stage_cancelled(record, run.cancel_result)
-                        await self._stop_open_deployment(run, adapters)
-                    raise
-                except PandaDeployError as exc:
-                    ctx.cancel.set()
-                    await self._fail(run, record, exc)
+            for stage in self._due(run, until=until):
+                if not await self._run_recorded(run, stage, adapters):
                     return RunResult.failed
-                except Exception as exc:  # a bug or an adapter's surprise: fail the run, say what it was
-                    ctx.cancel.set()
-                    run.logger.exception('Stage %s raised unexpectedly', stage.name.value)
-                    error = StageFailed(f'{type(exc).__name__}: {exc}', reason=Reason.UNEXPECTED_ERROR)
-                    await self._fail(run, record, error)
-                    return RunResult.failed
-                await recorder.stage_done(stage.name, record, message=run.redact(outcome.message),
-                                          skipped=outcome.skipped, learnt=outcome.record)
-                if until is not None and stage.name == until:
-                    break
-            revision = run.status.revision_short or 'unknown'
-            colour = run.status.active_color
-            message = f'Revision {revision} deployed' + (f'; {colour} is active' if colour else '')
-            # Nothing written so far and stages 1-5 all found their work done: one quiet status write.
-            quiet = not recorder.written and until is None and all(
-                (r := run.status.stage_record(name)) is not None and r.result == StageResult.skipped
-                for name in StageName if name != StageName.complete)
-            if quiet:
-                message = f'Revision {revision} already deployed' + (f'; {colour} is active' if colour else '') \
-                    + '; nothing to do'
-            if until is not None and until != StageName.complete:
-                message = f'Stopped after stage {until.number}/6 {until.value} as asked; revision {revision}'
-            await self._finish(run, RunResult.succeeded, reason=Reason.SUCCEEDED, message=message, quiet=quiet)
+            await self._succeed(run, until=until)
             return RunResult.succeeded
         except asyncio.CancelledError:
-            result = run.cancel_result
-            if result is not None:  # superseded or deleted: the run ends here, in history
-                at = run.status.stage or 'start'
-                await asyncio.shield(self._finish(
-                    run, result, reason=result.value,
-                    message=f'Run {run.status.deployment_id} {result.value.lower()} at stage {at}'))
+            await self._cancelled(run)
             raise
         finally:
             metrics.RUNS_IN_PROGRESS.dec()
+
+    def _due(self, run: Run, *, until: StageName | None) -> Iterator[Stage]:
+        """The stages still to run, in order (recorded ones are skipped), up to and including `until`."""
+        for stage in self.stages:
+            record = run.status.stage_record(stage.name)
+            if record is not None and record.result in FINISHED_STAGE:
+                continue
+            yield stage
+            if stage.name == until:
+                return
+
+    async def _run_recorded(self, run: Run, stage: Stage, adapters: RunAdapters) -> bool:
+        """One stage from its start to its record; False when it failed, which ended the run."""
+        recorder = run.recorder
+        record = recorder.stage_started(stage.name)
+        ctx = StageContext(run=run, name=stage.name, loop=asyncio.get_running_loop(), adapters=adapters)
+        try:
+            outcome = await self._run_stage(stage, ctx, record)
+        except asyncio.CancelledError:
+            ctx.cancel.set()
+            if run.cancel_result is not None:
+                recorder.stage_cancelled(record, run.cancel_result)
+                await self._stop_open_deployment(run, adapters)
+            raise
+        except PandaDeployError as exc:
+            ctx.cancel.set()
+            await self._fail(run, record, exc)
+            return False
+        except Exception as exc:  # a bug or an adapter's surprise: fail the run, say what it was
+            ctx.cancel.set()
+            run.logger.exception('Stage %s raised unexpectedly', stage.name.value)
+            await self._fail(run, record, StageFailed(f'{type(exc).__name__}: {exc}', reason=Reason.UNEXPECTED_ERROR))
+            return False
+        await recorder.stage_done(stage.name, record, message=run.redact(outcome.message), skipped=outcome.skipped,
+                                  learnt=outcome.record)
+        return True
 
     async def _fail(self, run: Run, record: StageRecord, error: PandaDeployError) -> None:
         message = run.failure_message(error)
         run.recorder.stage_failed(record.name, record, reason=error.reason, message=message)
         await self._finish(run, RunResult.failed, reason=error.reason, message=message)
 
+    async def _succeed(self, run: Run, *, until: StageName | None) -> None:
+        status = run.status
+        revision = status.revision_short or 'unknown'
+        colour = f'; {status.active_color} is active' if status.active_color else ''
+        # Nothing written so far and stages 1-5 all found their work done: one quiet status write.
+        quiet = until is None and not run.recorder.written and _all_found_done(run)
+        if until is not None and until != StageName.complete:
+            message = f'Stopped after stage {until.number}/6 {until.value} as asked; revision {revision}'
+        elif quiet:
+            message = f'Revision {revision} already deployed{colour}; nothing to do'
+        else:
+            message = f'Revision {revision} deployed{colour}'
+        await self._finish(run, RunResult.succeeded, reason=Reason.SUCCEEDED, message=message, quiet=quiet)
+
+    async def _cancelled(self, run: Run) -> None:
+        """Superseded or deleted: the run ends here, in history. Operator shutdown: nothing is written."""
+        result = run.cancel_result
+        if result is None:
+            return
+        message = f'Run {run.status.deployment_id} {result.value.lower()} at stage {run.status.stage or "start"}'
+        await asyncio.shield(self._finish(run, result, reason=result.value, message=message))
+
     @staticmethod
     async def _finish(run: Run, result: RunResult, *, reason: str, message: str, quiet: bool = False) -> None:
         await run.recorder.finish(result, reason=reason, message=message, history_limit=run.spec.history_limit,
                                   quiet=quiet)
 
-    async def _stop_open_deployment(self, run: Run, adapters: Callable[[], Adapters]) -> None:
+    async def _stop_open_deployment(self, run: Run, adapters: RunAdapters) -> None:
         """A run that ends while its CodeDeploy deployment is open stops it with rollback, so traffic stays
         where it was and the next run is not blocked by an open deployment."""
         deployment_id = run.status.code_deploy_deployment_id
@@ -139,6 +161,7 @@ class Engine:
             run.logger.warning('Could not stop CodeDeploy deployment %s: %s', deployment_id, run.redact(str(exc)))
 
     async def _run_stage(self, stage: Stage, ctx: StageContext, record: StageRecord) -> Done:
+        """Call the stage until it is done: waits polled at their pace, transient errors retried with backoff."""
         run = ctx.run
         loop = asyncio.get_running_loop()
         attempts = 0
@@ -147,15 +170,9 @@ class Engine:
             remaining, timeout = self._deadline(run, record)
             if remaining <= 0:
                 raise _with_last_error(timeout, last_error)
+            called = loop.time()
             try:
-                called = loop.time()
-                future = loop.run_in_executor(self.pool, stage.run, ctx)
-                if run.recorder.pending and remaining > SHOW_RUNNING_AFTER:
-                    finished, _ = await asyncio.wait({future}, timeout=SHOW_RUNNING_AFTER)
-                    if not finished:  # a long stage shows as running
-                        await run.recorder.flush()
-                    remaining, timeout = self._deadline(run, record)
-                outcome = await asyncio.wait_for(future, timeout=max(0.0, remaining))
+                outcome = await self._call(stage, ctx, record, remaining=remaining)
             except asyncio.TimeoutError:
                 ctx.cancel.set()
                 raise _with_last_error(self._deadline(run, record)[1], last_error) from None
@@ -180,6 +197,17 @@ class Engine:
             # `seconds` apart from the start of the previous call (a fixed rate: checks `intervalSeconds`
             # apart, polls not slowed by the time each call takes).
             await asyncio.sleep(max(0.0, min(outcome.seconds - (loop.time() - called), remaining)))
+
+    async def _call(self, stage: Stage, ctx: StageContext, record: StageRecord, *, remaining: float) -> Done | Wait:
+        """One call of the stage in the worker pool within the time left; a long call shows as running."""
+        recorder = ctx.run.recorder
+        future = asyncio.get_running_loop().run_in_executor(self.pool, stage.run, ctx)
+        if recorder.pending and remaining > SHOW_RUNNING_AFTER:
+            finished, _ = await asyncio.wait({future}, timeout=SHOW_RUNNING_AFTER)
+            if not finished:  # a long stage shows as running
+                await recorder.flush()
+            remaining, _ = self._deadline(ctx.run, record)
+        return await asyncio.wait_for(future, timeout=max(0.0, remaining))
 
     def _deadline(self, run: Run, record: StageRecord) -> tuple[float, StageTimeout]:
         """Seconds left before the nearer of the stage and total limits, and the error to raise then."""
@@ -207,3 +235,9 @@ def _with_last_error(timeout: StageTimeout, error: Transient | None) -> StageTim
 
 def _epoch(moment: datetime.datetime | None, default: float) -> float:
     return moment.timestamp() if moment is not None else default
+
+
+def _all_found_done(run: Run) -> bool:
+    """Stages 1-5 were all skipped: each found its work already done."""
+    return all((record := run.status.stage_record(name)) is not None and record.result == StageResult.skipped
+               for name in StageName if name != StageName.complete)
