@@ -24,12 +24,18 @@ import pydantic
 from controller import conditions, credentials
 from controller.errors import Reason, Stall
 from controller.kube import Kube, KubeError, ObjectGone, merge_diff
-from controller.models import PandaDeploySpec, PandaDeployStatus, Phase, RunResult, describe_validation_error
+from controller.models import (
+    PROMOTE_ANNOTATION,
+    PandaDeploySpec,
+    PandaDeployStatus,
+    Phase,
+    RunResult,
+    describe_validation_error,
+)
 from controller.pipeline import Engine, Recorder, Run
 
 Key = tuple[str, str]
 STALL_BACKOFF = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
-PROMOTE_ANNOTATION = 'deploy.panda.dev/promote'
 
 
 class Slots:

@@ -19,11 +19,18 @@ from __future__ import annotations
 import statistics
 
 from controller.errors import HealthCheckFailed, Reason, StageFailed
-from controller.models import HealthCheckStatus, HistoryEntry, Promotion, RunResult, StageName, StageResult
+from controller.models import (
+    PROMOTE_ANNOTATION,
+    HealthCheckStatus,
+    HistoryEntry,
+    Promotion,
+    RunResult,
+    StageName,
+    StageResult,
+)
 from controller.pipeline.bluegreen import report_lifecycle
 from controller.pipeline.stage import Done, StageContext, Wait
 
-PROMOTE_ANNOTATION = 'deploy.panda.dev/promote'
 POLL_SECONDS = 5.0
 
 
