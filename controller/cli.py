@@ -27,7 +27,13 @@ from controller import credentials
 from controller.config import Config
 from controller.errors import Stall
 from controller.models import (
-    API_VERSION, KIND, PandaDeploySpec, PandaDeployStatus, RunResult, StageName, describe_validation_error,
+    API_VERSION,
+    KIND,
+    PandaDeploySpec,
+    PandaDeployStatus,
+    RunResult,
+    StageName,
+    describe_validation_error,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -103,7 +109,8 @@ def load_secrets(paths: Sequence[str]) -> dict[str, dict[str, str]]:
 
 def run_once(*, manifest: str, secret_files: Sequence[str], until: StageName | None,
              status_out: str | None, config: Config) -> int:
-    from controller.pipeline import Engine, Recorder, Run, default_stages
+    from controller.assembly import build_engine
+    from controller.pipeline import Recorder, Run
 
     doc, spec = load_manifest(manifest)
     secrets = load_secrets(secret_files)
@@ -112,17 +119,15 @@ def run_once(*, manifest: str, secret_files: Sequence[str], until: StageName | N
     except Stall as exc:
         raise InvalidInput(f'{exc.reason}: {exc.message}') from exc
 
-    sink = PrintSink()
-    status = PandaDeployStatus()
-    logger = logging.getLogger('panda-deploy.run')
-    run = Run(spec=spec, generation=int((doc.get('metadata') or {}).get('generation') or 1), status=status,
-              credentials=creds, sink=sink, logger=logger, promote_requested=lambda: True)
-    Recorder(run).begin()
+    generation = int((doc.get('metadata') or {}).get('generation') or 1)
+    recorder = Recorder(sink=PrintSink(), status=PandaDeployStatus(), generation=generation)
+    run = Run(spec=spec, credentials=creds, recorder=recorder, logger=logging.getLogger('panda-deploy.run'),
+              promote_requested=lambda: True)
+    recorder.begin()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix='deployment-worker') as pool:
-        engine = Engine(stages=default_stages(poll_seconds=config.poll_seconds), adapters=config.adapter_factory(), pool=pool)
-        result = asyncio.run(engine.drive(run, until=until))
+        result = asyncio.run(build_engine(config=config, pool=pool).drive(run, until=until))
     if status_out:
-        pathlib.Path(status_out).write_text(yaml.safe_dump(status.dump(), sort_keys=False))
+        pathlib.Path(status_out).write_text(yaml.safe_dump(recorder.status.dump(), sort_keys=False))
     return EXIT_OK if result == RunResult.succeeded else EXIT_FAILED
 
 

@@ -16,7 +16,6 @@ class Reason:
     SUCCEEDED = 'Succeeded'
     SUPERSEDED = 'Superseded'
     CANCELLED = 'Cancelled'
-    SUSPENDED = 'Suspended'
     # Stalls: need a spec or Secret change.
     INVALID_SPEC = 'InvalidSpec'
     SECRET_NOT_FOUND = 'SecretNotFound'

@@ -14,10 +14,10 @@ from typing import Any
 import kopf
 
 from controller import http, tempdirs
+from controller.assembly import build_engine
 from controller.config import Config
 from controller.kube import Kube
 from controller.models import GROUP, PLURAL, VERSION
-from controller.pipeline import Engine, default_stages
 from controller.reconciler import Reconciler
 
 RESOURCE = (GROUP, VERSION, PLURAL)
@@ -36,7 +36,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     for stale in tempdirs.remove_stale():  # left by an operator that was killed mid-clone
         logger.info('Removed %s, left by a process that is gone', stale)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix='deployment-worker')
-    engine = Engine(stages=default_stages(poll_seconds=config.poll_seconds), adapters=config.adapter_factory(), pool=pool)
+    engine = build_engine(config=config, pool=pool)
     memo.pool = pool
     memo.reconciler = Reconciler(kube=Kube(logger=logger), engine=engine, workers=config.workers)
     memo.http = await http.serve(host=config.http_host, port=config.http_port)

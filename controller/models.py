@@ -23,6 +23,7 @@ PLURAL = 'pandadeploys'
 SINGULAR = 'pandadeploy'
 SHORT_NAMES = ('pd',)
 API_VERSION = f'{GROUP}/{VERSION}'
+PROMOTE_ANNOTATION = f'{GROUP}/promote'  # on the resource: the run waiting for manual promotion may shift traffic
 
 # Kubernetes object names (DNS-1123 subdomain) and Secret keys.
 _DNS_NAME = r'^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$'

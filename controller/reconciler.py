@@ -24,12 +24,18 @@ import pydantic
 from controller import conditions, credentials
 from controller.errors import Reason, Stall
 from controller.kube import Kube, KubeError, ObjectGone, merge_diff
-from controller.models import PandaDeploySpec, PandaDeployStatus, Phase, RunResult, describe_validation_error
-from controller.pipeline.engine import Engine, Recorder, Run
+from controller.models import (
+    PROMOTE_ANNOTATION,
+    PandaDeploySpec,
+    PandaDeployStatus,
+    Phase,
+    RunResult,
+    describe_validation_error,
+)
+from controller.pipeline import Engine, Recorder, Run
 
 Key = tuple[str, str]
 STALL_BACKOFF = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
-PROMOTE_ANNOTATION = 'deploy.panda.dev/promote'
 
 
 class Slots:
@@ -184,7 +190,7 @@ class Reconciler:
         namespace, name = key
         ref = {'namespace': namespace, 'name': name, 'uid': body['metadata'].get('uid', '')}
         sink = KubeSink(kube=self.kube, ref=ref, saved=saved, logger=logger)
-        handle = self._handles.get(key)
+        recorder = Recorder(sink=sink, status=status, generation=generation)  # the run's one writer of status
         try:
             await asyncio.sleep(0)  # let reconcile() register the handle
             handle = self._handles[key]
@@ -192,14 +198,12 @@ class Reconciler:
             try:
                 spec = PandaDeploySpec.model_validate(body.get('spec') or {})
             except pydantic.ValidationError as exc:
-                await self._stall(sink, status, generation, Stall(describe_validation_error(exc),
-                                                                   reason=Reason.INVALID_SPEC))
+                await recorder.stalled(Stall(describe_validation_error(exc), reason=Reason.INVALID_SPEC))
                 return
-            creds = await self._credentials(sink, status, generation, spec, namespace)
-            run = Run(spec=spec, generation=generation, status=status, credentials=creds, sink=sink,
-                      logger=logger, promote_requested=lambda: self.promote_requested(key))
+            creds = await self._credentials(recorder, spec, namespace)
+            run = Run(spec=spec, credentials=creds, recorder=recorder, logger=logger,
+                      promote_requested=lambda: self.promote_requested(key))
             handle.run = run
-            recorder = Recorder(run)
             # A run that had started for this generation when the operator stopped: pick it up.
             resuming = (status.observed_generation == generation and status.deployment_id is not None
                         and status.phase == Phase.progressing and status.started_at is not None)
@@ -214,8 +218,7 @@ class Reconciler:
         except Exception:
             logger.exception('The run for generation %d stopped on an operator error', generation)
 
-    async def _credentials(self, sink: KubeSink, status: PandaDeployStatus, generation: int,
-                           spec: PandaDeploySpec, namespace: str) -> credentials.Credentials:
+    async def _credentials(self, recorder: Recorder, spec: PandaDeploySpec, namespace: str) -> credentials.Credentials:
         """Resolve the Secrets; while one is missing, stay Stalled and look again with backoff."""
         attempt = 0
         while True:
@@ -223,22 +226,6 @@ class Reconciler:
                 return await asyncio.to_thread(
                     credentials.resolve, spec, lambda n: self.kube.read_secret(namespace=namespace, name=n))
             except Stall as stall:
-                await self._stall(sink, status, generation, stall)
+                await recorder.stalled(stall)
             await asyncio.sleep(STALL_BACKOFF[min(attempt, len(STALL_BACKOFF) - 1)])
             attempt += 1
-
-    @staticmethod
-    async def _stall(sink: KubeSink, status: PandaDeployStatus, generation: int, stall: Stall) -> None:
-        """Stalled with the reason; writes and an Event only when that is news."""
-        current = conditions.get(status, conditions.STALLED)
-        news = (current is None or current.status != 'True' or current.reason != stall.reason
-                or current.message != stall.message or status.observed_generation != generation)
-        status.observed_generation = generation
-        if status.phase in (None, Phase.progressing):
-            status.phase = Phase.pending
-        status.message = stall.message
-        conditions.summarise(status, reason=stall.reason, message=stall.message, generation=generation,
-                             stalled=True)
-        await sink.save(status)
-        if news:
-            await sink.event(type='Warning', reason=stall.reason, message=stall.message)

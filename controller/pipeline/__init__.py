@@ -4,9 +4,12 @@ from __future__ import annotations
 from controller.pipeline.bluegreen import BlueGreen
 from controller.pipeline.build import Build
 from controller.pipeline.complete import Complete
-from controller.pipeline.engine import Done, Engine, Recorder, Run, Sink, Stage, StageContext, Wait
+from controller.pipeline.engine import Engine
 from controller.pipeline.push import Push
+from controller.pipeline.recorder import Recorder, Sink
+from controller.pipeline.run import Run
 from controller.pipeline.service import Service
+from controller.pipeline.stage import Done, Stage, StageContext, Wait
 from controller.pipeline.verify import Verify
 
 

@@ -15,7 +15,7 @@ import dataclasses
 from controller.adapters import DeploymentState
 from controller.errors import Reason, StageFailed
 from controller.models import StageName
-from controller.pipeline.engine import Done, StageContext, Wait
+from controller.pipeline.stage import Done, StageContext, Wait
 
 POLL_SECONDS = 5.0
 

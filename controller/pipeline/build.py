@@ -12,7 +12,7 @@ import tempfile
 from controller import tempdirs
 from controller.errors import Reason, StageFailed
 from controller.models import ImageStatus, PandaDeploySpec, StageName
-from controller.pipeline.engine import Done, StageContext
+from controller.pipeline.stage import Done, StageContext
 
 DOCKERFILE_NAMES = ('Dockerfile',)
 

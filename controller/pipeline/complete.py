@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from controller.models import StageName
-from controller.pipeline.engine import Done, StageContext
+from controller.pipeline.stage import Done, StageContext
 
 
 class Complete:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from controller.errors import Reason, StageFailed
 from controller.models import ImageStatus, StageName
 from controller.pipeline.build import local_tag
-from controller.pipeline.engine import Done, StageContext
+from controller.pipeline.stage import Done, StageContext
 
 
 class Push:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.models import PandaDeploySpec, StageName
-from controller.pipeline.engine import Done, StageContext
+from controller.pipeline.stage import Done, StageContext
 
 
 def task_definition(spec: PandaDeploySpec, *, image_uri: str) -> dict[str, Any]:

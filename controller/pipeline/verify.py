@@ -27,11 +27,18 @@ from typing import NoReturn
 
 from controller.adapters import Probe
 from controller.errors import HealthCheckFailed, Reason, StageFailed
-from controller.models import HealthCheckStatus, HistoryEntry, Promotion, RunResult, StageName, StageResult
+from controller.models import (
+    PROMOTE_ANNOTATION,
+    HealthCheckStatus,
+    HistoryEntry,
+    Promotion,
+    RunResult,
+    StageName,
+    StageResult,
+)
 from controller.pipeline.bluegreen import report_lifecycle
-from controller.pipeline.engine import Done, StageContext, Wait
+from controller.pipeline.stage import Done, StageContext, Wait
 
-PROMOTE_ANNOTATION = 'deploy.panda.dev/promote'
 POLL_SECONDS = 5.0
 
 

@@ -161,9 +161,10 @@ def prepare(spec: PandaDeploySpec, *, revision: str, status: PandaDeployStatus |
             promote_requested: Callable[[], bool] = lambda: False, generation: int = 1) -> tuple[Run, MemorySink]:
     """A new run whose stages 1-2 are recorded: revision, and the image pushed as repository:revision."""
     sink = MemorySink()
-    run = Run(spec=spec, generation=generation, status=status or PandaDeployStatus(), credentials=CREDENTIALS,
-              sink=sink, logger=logging.getLogger('test.rollout'), promote_requested=promote_requested)
-    Recorder(run).begin()
+    recorder = Recorder(sink=sink, status=status or PandaDeployStatus(), generation=generation)
+    run = Run(spec=spec, credentials=CREDENTIALS, recorder=recorder, logger=logging.getLogger('test.rollout'),
+              promote_requested=promote_requested)
+    recorder.begin()
     now = conditions.now()
     run.status.set_revision(revision)
     run.status.image = ImageStatus(uri=image_uri(revision, spec.repository_name),

@@ -3,7 +3,7 @@
 Argo CD runs health checks in gopher-lua (Lua 5.1) with the object as the global
 `obj`, converted from JSON: objects and arrays become tables (arrays 1-based),
 absent and null fields are nil. The samples below are statuses the operator
-writes (see controller/conditions.py and controller/pipeline/engine.py).
+writes (see controller/conditions.py and controller/pipeline/recorder.py).
 """
 from __future__ import annotations
 

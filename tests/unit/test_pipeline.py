@@ -15,10 +15,9 @@ import pytest
 
 from controller import conditions, metrics
 from controller.credentials import AwsKeys, Credentials
-from controller.errors import Transient
+from controller.errors import Stall, Transient
 from controller.models import PandaDeploySpec, PandaDeployStatus, Phase, RunResult, StageName, StageResult
-from controller.pipeline import Engine, Recorder, Run, default_stages
-from controller.pipeline.engine import Done, Wait
+from controller.pipeline import Done, Engine, Recorder, Run, Wait, default_stages
 from tests.fakes import MemorySink, World, make_adapters
 
 SPEC = {
@@ -41,10 +40,11 @@ def pool():
 
 
 def make_run(spec: dict[str, Any] = SPEC, *, status: PandaDeployStatus | None = None,
-             creds: Credentials = Credentials()) -> tuple[Run, MemorySink]:
+             creds: Credentials = Credentials(), generation: int = 1) -> tuple[Run, MemorySink]:
     sink = MemorySink()
-    run = Run(spec=PandaDeploySpec.model_validate(spec), generation=1, status=status or PandaDeployStatus(),
-              credentials=creds, sink=sink, logger=logging.getLogger('test'))
+    recorder = Recorder(sink=sink, status=status or PandaDeployStatus(), generation=generation)
+    run = Run(spec=PandaDeploySpec.model_validate(spec), credentials=creds, recorder=recorder,
+              logger=logging.getLogger('test'))
     return run, sink
 
 
@@ -55,7 +55,7 @@ def engine_for(world: World, pool: concurrent.futures.Executor, **kwargs: Any) -
 
 
 def new(run: Run) -> Run:
-    Recorder(run).begin()
+    run.recorder.begin()
     return run
 
 
@@ -108,8 +108,8 @@ async def test_a_run_that_finds_everything_done_writes_its_status_once_and_no_ev
     assert await engine_for(world, pool).drive(new(first)) == RunResult.succeeded
     builds, registered = len(world.calls('docker.build')), len(world.calls('ecs.registered'))
     checks = len(world.calls('http.get'))
-    run, sink = make_run(status=PandaDeployStatus.model_validate(first.status.dump()))
-    run.generation = 2  # a spec change that leaves the commit, the image and the task definition as they are
+    # generation 2: a spec change that leaves the commit, the image and the task definition as they are
+    run, sink = make_run(status=PandaDeployStatus.model_validate(first.status.dump()), generation=2)
     assert await engine_for(world, pool).drive(new(run)) == RunResult.succeeded
 
     assert [r.result for r in run.status.stages] == [StageResult.skipped] * 5 + [StageResult.succeeded]
@@ -125,9 +125,8 @@ async def test_a_run_that_finds_everything_done_writes_its_status_once_and_no_ev
 async def test_a_queued_run_that_finds_everything_done_still_ends_with_an_event(world, pool):
     first, _ = make_run()
     assert await engine_for(world, pool).drive(new(first)) == RunResult.succeeded
-    run, sink = make_run(status=PandaDeployStatus.model_validate(first.status.dump()))
-    run.generation = 2
-    recorder = Recorder(new(run))
+    run, sink = make_run(status=PandaDeployStatus.model_validate(first.status.dump()), generation=2)
+    recorder = new(run).recorder
     await recorder.queued(ahead=1)  # its Queued Event is out: the run's end is announced as well
     assert await engine_for(world, pool).drive(run) == RunResult.succeeded
     assert [reason for _, reason, _ in sink.events] == ['Queued', 'Started', 'BuildSkipped', 'PushSkipped',
@@ -135,13 +134,28 @@ async def test_a_queued_run_that_finds_everything_done_still_ends_with_an_event(
                                                        'Succeeded']
 
 
+async def test_a_stall_is_saved_each_time_and_announced_only_when_it_is_news():
+    sink = MemorySink()
+    recorder = Recorder(sink=sink, status=PandaDeployStatus(), generation=3)
+    missing = Stall("spec.source.tokenSecretRef: Secret 'gh' not found", reason='SecretNotFound')
+    await recorder.stalled(missing)
+    await recorder.stalled(missing)  # looked again with backoff: the same news
+    assert len(sink.saves) == 2 and [reason for _, reason, _ in sink.events] == ['SecretNotFound']
+    stalled = conditions.get(recorder.status, 'Stalled')
+    assert (stalled.status, stalled.reason, stalled.observed_generation) == ('True', 'SecretNotFound', 3)
+    assert recorder.status.phase == Phase.pending and conditions.get(recorder.status, 'Reconciling') is None
+    await recorder.stalled(Stall("spec.source.tokenSecretRef: Secret 'gh' has no key 'token'",
+                                 reason='SecretKeyNotFound'))
+    assert [reason for _, reason, _ in sink.events] == ['SecretNotFound', 'SecretKeyNotFound']
+    assert not recorder.written  # written before the run could start: not the run's own writing
+
+
 async def test_checks_run_again_when_the_last_run_did_not_succeed(world, pool):
     first, _ = make_run()
     assert await engine_for(world, pool).drive(new(first)) == RunResult.succeeded
     status = PandaDeployStatus.model_validate(first.status.dump())
     status.history[0].result = RunResult.failed  # e.g. the previous run failed its checks
-    run, sink = make_run(status=status)
-    run.generation = 2
+    run, sink = make_run(status=status, generation=2)
     checks = len(world.calls('http.get'))
     assert await engine_for(world, pool).drive(new(run)) == RunResult.succeeded
     assert run.status.stage_record(StageName.verify).result == StageResult.succeeded
@@ -204,7 +218,7 @@ async def test_a_stage_over_its_limit_fails_with_stage_timeout(world, pool):
 async def test_the_total_limit_ends_the_run_at_whichever_stage(world, pool):
     run, _ = make_run({**SPEC, 'timeouts': {'stageSeconds': 600, 'totalSeconds': 5}})
     world.set_script(delay={'docker.build': 3})
-    Recorder(run).begin()
+    run.recorder.begin()
     run.status.started_at = conditions.now() - datetime.timedelta(seconds=4)
     result = await engine_for(world, pool).drive(run)
     assert result == RunResult.failed

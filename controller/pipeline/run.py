@@ -1,0 +1,55 @@
+"""One run of the stages for one generation of one resource.
+
+A `Run` is what the engine drives and what the stages see: the validated
+spec, the resolved credentials, the run's recorder (which holds the status
+and the generation) and the run's in-memory state. It is made only once the
+spec is valid and the Secrets are found; the recorder exists before it, so
+that a run which cannot start yet is recorded as stalled by the same writer.
+
+The run is also where secrets are blanked: everything a stage reports passes
+through `redact` (or `failure_message`) before it reaches the recorder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from controller.credentials import Credentials, credentials_used, redact
+from controller.errors import PandaDeployError
+from controller.models import PandaDeploySpec, PandaDeployStatus, RunResult
+from controller.pipeline.recorder import Recorder
+
+
+@dataclasses.dataclass
+class Run:
+    """One run of the stages for one generation of one resource."""
+    spec: PandaDeploySpec
+    credentials: Credentials
+    recorder: Recorder
+    logger: logging.Logger
+    promote_requested: Callable[[], bool] = lambda: False
+    # In-memory state shared by the run's stages (lost on restart; nothing in it is needed to resume).
+    scratch: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Set by whoever cancels the run: Superseded or Cancelled. None (operator shutdown): the run is
+    # only interrupted; its status stays as it is so the next operator resumes it.
+    cancel_result: RunResult | None = None
+
+    @property
+    def status(self) -> PandaDeployStatus:
+        return self.recorder.status
+
+    @property
+    def generation(self) -> int:
+        return self.recorder.generation
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.credentials.values())
+
+    def failure_message(self, error: PandaDeployError) -> str:
+        """The error's message as status shows it: secrets blanked, refused credentials named."""
+        message = self.redact(error.message)
+        if used := credentials_used(self.spec, error.reason):
+            message = message.rstrip('.') + used
+        return message
