@@ -1,0 +1,59 @@
+"""What a deployment's process waits for between steps (the driver resumes it)."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from controller.sandbox.aws.events import HookExecution
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(kw_only=True)
+class Sleep:
+    """Resume at ``until``."""
+
+    until: float
+
+
+@dataclasses.dataclass(kw_only=True)
+class AwaitHook:
+    """Resume with the status the hook reports, or ``'Timeout'`` at ``deadline``."""
+
+    execution: HookExecution
+    deadline: float
+
+
+@dataclasses.dataclass(kw_only=True)
+class AwaitContinue:
+    """Resume with ``'continued'`` on ContinueDeployment, or ``'timeout'`` at ``deadline`` (if any)."""
+
+    wait_type: str  # READY_WAIT | TERMINATION_WAIT
+    deadline: float | None
+
+
+@dataclasses.dataclass(kw_only=True)
+class Call:
+    """A user callback, run by the background thread outside the simulator's lock."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    queued: bool = False
+    done: bool = False
+    error: BaseException | None = None
+    finished: float = 0.0
+
+    def run(self) -> None:
+        try:
+            self.fn(*self.args)
+        except Exception as exc:  # noqa: BLE001 -- reported to the waiting deployment
+            log.warning('sandbox callback %s failed: %s', getattr(self.fn, '__name__', self.fn), exc)
+            self.error = exc
+        self.finished = time.time()
+        self.done = True
+
+
+Effect = Sleep | AwaitHook | AwaitContinue | Call
