@@ -16,6 +16,7 @@ busybox-static (for the local base image); `.ci/run` shows how to start them.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import pathlib
 import platform
@@ -25,8 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-
-import logging
 
 import docker
 import yaml

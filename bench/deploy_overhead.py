@@ -156,14 +156,14 @@ class Observer:
         with self._lock:
             while True:
                 found = [self.seen.get(k) for k in keys]
-                failed = [(k, s.failed) for k, s in zip(keys, found) if s is not None and s.failed]
+                failed = [(k, s.failed) for k, s in zip(keys, found, strict=True) if s is not None and s.failed]
                 if failed:
                     raise SystemExit(f'deployment failed: {failed[0]}')
                 if all(s is not None and s.ready is not None for s in found):
                     return [s for s in found if s is not None]
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    missing = [k for k, s in zip(keys, found) if s is None or s.ready is None]
+                    missing = [k for k, s in zip(keys, found, strict=True) if s is None or s.ready is None]
                     raise SystemExit(f'not Ready after {timeout:.0f}s: {missing[:5]}')
                 self._lock.wait(min(left, 0.5))
 
@@ -216,7 +216,7 @@ def operator_split(marks: dict[str, float], start: float, ready: float) -> dict[
     stage 1 started: Kopf, queueing, run start), 'checks'/'shift' inside Verify, and 'total' (-> Ready)."""
     split: dict[str, float] = {}
     points = [('start', start)] + [(name, marks[name]) for name in STAGES if name in marks]
-    for (name, at), (_, following) in zip(points, points[1:] + [('ready', ready)]):
+    for (name, at), (_, following) in zip(points, points[1:] + [('ready', ready)], strict=True):
         split[name] = following - at
     if 'shift' in marks and 'Verify' in marks and 'Complete' in marks:
         split['checks'] = marks['shift'] - marks['Verify']
@@ -488,7 +488,7 @@ def concurrency(sandbox: demo.Sandbox, observer: Observer, plain: Plain, commits
 
     # Operator: N resources created at once.
     bodies = [body('op', i) for i in range(n)]
-    for i, spec in enumerate(bodies):
+    for spec in bodies:
         commits.new(spec['source']['branch'])
     start = time.time()
     keys = []
@@ -500,7 +500,7 @@ def concurrency(sandbox: demo.Sandbox, observer: Observer, plain: Plain, commits
     seens = observer.wait_ready(keys)
     op_wall = max(s.ready for s in seens if s.ready is not None) - start
     marks = stage_marks(sandbox.operator_log)
-    op_splits = [operator_split(marks.get(k, {}), start, s.ready or 0.0) for k, s in zip(keys, seens)]
+    op_splits = [operator_split(marks.get(k, {}), start, s.ready or 0.0) for k, s in zip(keys, seens, strict=True)]
     records = [record_split(s.status) for s in seens]
 
     # Script: N threads.

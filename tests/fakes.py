@@ -20,7 +20,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from controller.adapters import (
-    Adapters, DeploymentState, LifecycleEvent, Probe, RegistryAuth, ServiceState, Traffic,
+    Adapters,
+    DeploymentState,
+    LifecycleEvent,
+    Probe,
+    RegistryAuth,
+    ServiceState,
+    Traffic,
 )
 from controller.credentials import Credentials
 from controller.errors import Reason, ServiceUpdateFailed, StageFailed

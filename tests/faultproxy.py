@@ -309,4 +309,4 @@ def _read_body(handler: http.server.BaseHTTPRequestHandler) -> bytes:
 def gaps(times: Iterable[float]) -> list[float]:
     """Differences between successive times."""
     ordered = list(times)
-    return [round(b - a, 3) for a, b in zip(ordered, ordered[1:])]
+    return [round(b - a, 3) for a, b in zip(ordered, ordered[1:], strict=False)]

@@ -550,7 +550,7 @@ def assert_build_stopped(bed: Bed, name: str, marker: str) -> None:
              if (found := re.search(r'---> Running in ([0-9a-f]{12,64})', line))]
     wait_for(lambda: _sleeping_builds(bed.client, marker) == [], timeout=30, what='the build step to be killed')
     for step in steps:
-        wait_for(lambda: all(c.get('State') != 'running' for c in bed.client.api.containers(
+        wait_for(lambda step=step: all(c.get('State') != 'running' for c in bed.client.api.containers(
             all=True, filters={'id': step})), timeout=30, what=f'build step container {step} to stop')
     print(f'{name}: build step containers stopped: {steps}')
 

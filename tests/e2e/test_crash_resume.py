@@ -59,7 +59,14 @@ from moto.ecs.models import EC2ContainerServiceBackend
 from controller.models import GROUP, PLURAL, VERSION, PandaDeploySpec, StageName
 from controller.sandbox import localdocker
 from controller.sandbox.demo import (
-    NAME, NAMESPACE, DemoFailed, ProgressPrinter, Sandbox, await_rollout, demo_manifests, restart_operator,
+    NAME,
+    NAMESPACE,
+    DemoFailed,
+    ProgressPrinter,
+    Sandbox,
+    await_rollout,
+    demo_manifests,
+    restart_operator,
     start_sandbox,
 )
 from controller.sandbox.kube import ApiError, ClusterEmulator

@@ -393,7 +393,7 @@ def load(stack: contextlib.ExitStack, docker_client: docker.DockerClient, printe
         for found in ecs.describe_services(cluster=sandbox.world.cluster, services=names[at:at + 10])['services']:
             services[found['serviceName']] = found
     problems: list[str] = []
-    for i, (url, sha) in enumerate(repositories):
+    for i, (_url, sha) in enumerate(repositories):
         name = name_of(i)
         obj, status = statuses[name]
         problems += [f'{name}: {p}' for p in incomplete(obj, status, sha=sha, url=health.url(f'/{name}'),

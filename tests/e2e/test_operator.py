@@ -222,7 +222,7 @@ def test_runs_beyond_the_pool_wait_queued_and_start_in_order(cluster: Cluster, o
     starts = [cluster.status(n)['startedAt'] for n in names]
     assert starts == sorted(starts)
     ends_and_starts = [(cluster.status(n)['startedAt'], cluster.status(n)['completedAt']) for n in names]
-    for (_, end), (start, _) in zip(ends_and_starts, ends_and_starts[1:]):
+    for (_, end), (start, _) in zip(ends_and_starts, ends_and_starts[1:], strict=False):
         assert start >= end, 'one worker: runs do not overlap'
     assert [e['reason'] for e in cluster.events('app-c')][0] == 'Queued'
 

@@ -32,8 +32,22 @@ from controller.adapters.http import HttpProbe
 from controller.errors import Reason, ServiceUpdateFailed, StageFailed, Transient
 from controller.pipeline.service import task_definition
 from tests.integration.awsworld import (  # noqa: F401 (aws_url and session are fixtures)
-    REGION, World, aws_url, session,
-    image_uri as _image, spec as _spec, with_layout as _with_layout, world as _world,
+    REGION,
+    World,
+    aws_url,
+    session,
+)
+from tests.integration.awsworld import (
+    image_uri as _image,
+)
+from tests.integration.awsworld import (
+    spec as _spec,
+)
+from tests.integration.awsworld import (
+    with_layout as _with_layout,
+)
+from tests.integration.awsworld import (
+    world as _world,
 )
 
 

@@ -59,7 +59,15 @@ from tests.conftest import unavailable
 from tests.faultproxy import Fault, FaultProxy, Request, gaps
 from tests.integration.awsworld import REGION, World, production_target_group, session, world  # noqa: F401
 from tests.integration.test_rollout import (  # noqa: F401 (aws_sandbox and aws_url are fixtures)
-    Health, Rollout, aws_sandbox, aws_url, commit, deployments, drive, prepare, rollout_spec,
+    Health,
+    Rollout,
+    aws_sandbox,
+    aws_url,
+    commit,
+    deployments,
+    drive,
+    prepare,
+    rollout_spec,
 )
 from tests.integration.test_run_until_push import make_repository, registry_digest
 
@@ -117,7 +125,7 @@ def calls(requests: list[Request]) -> list[list[Request]]:
 
 def call_gaps(groups: list[list[Request]]) -> list[float]:
     """Seconds from the last request of one call to the first of the next: the engine's backoff."""
-    return [round(b[0].at - a[-1].at, 3) for a, b in zip(groups, groups[1:])]
+    return [round(b[0].at - a[-1].at, 3) for a, b in zip(groups, groups[1:], strict=False)]
 
 
 async def faulty_rollout(spec: PandaDeploySpec, revision: str) -> tuple[Rollout, float]:
@@ -211,7 +219,7 @@ async def test_persistent_faults_fail_the_run_naming_the_aws_error_with_growing_
         endpoint.close()
 
     figures = []
-    for (spec, rule, stage, code, stage_seconds), (done, seconds) in zip(cases, outcomes):
+    for (_spec, rule, stage, code, stage_seconds), (done, seconds) in zip(cases, outcomes, strict=True):
         case = f'{rule.fault.kind} on {rule.operation}'
         assert done.result == RunResult.failed, (case, done.sink.lines)
         record = done.record(stage)

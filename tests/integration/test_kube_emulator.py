@@ -238,7 +238,7 @@ def test_main_resource_writes_preserve_status(custom, crd):
 def test_status_is_404_for_resources_without_the_subresource(server, api, core):
     core.create_namespaced_config_map(NS, {'metadata': {'name': 'cm'}})
     for method in ('GET', 'PATCH'):
-        error = refused(lambda: api.rest_client.request(
+        error = refused(lambda method=method: api.rest_client.request(
             method, f'{server.url}/api/v1/namespaces/default/configmaps/cm/status',
             headers={'Content-Type': 'application/merge-patch+json'}, body={'status': {}} if method == 'PATCH' else None))
         assert error.status == 404
@@ -418,7 +418,7 @@ def test_int_or_string_accepts_both_and_the_pattern_applies_to_strings_only(cust
 
 def test_cel_exactly_one_of_two_fields(custom, crd):
     for source in ({}, {'repo': 'a/b', 'url': 'file:///x'}):
-        error = refused(lambda: create(custom, widget(source=source)))
+        error = refused(lambda source=source: create(custom, widget(source=source)))
         assert causes(error) == [{'reason': 'FieldValueInvalid', 'field': 'spec.source',
                                   'message': 'Invalid value: "object": exactly one of url or repo must be set'}]
     create(custom, widget(source={'url': 'file:///x'}))

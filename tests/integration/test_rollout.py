@@ -46,14 +46,27 @@ from controller import conditions
 from controller.adapters.wiring import make_adapters
 from controller.credentials import AwsKeys, Credentials
 from controller.models import (
-    ImageStatus, PandaDeploySpec, PandaDeployStatus, Phase, RunResult, StageName, StageRecord, StageResult,
+    ImageStatus,
+    PandaDeploySpec,
+    PandaDeployStatus,
+    Phase,
+    RunResult,
+    StageName,
+    StageRecord,
+    StageResult,
 )
 from controller.pipeline import Engine, Recorder, Run, default_stages
 from controller.sandbox.aws import LIFECYCLE_EVENTS, AwsSandbox, Timings
-from tests.integration.awsworld import (  # noqa: F401 (session is a fixture)
-    REGION, World, image_uri, layout_document, production_target_group, session, world,
-)
 from tests.fakes import MemorySink
+from tests.integration.awsworld import (  # noqa: F401 (session is a fixture)
+    REGION,
+    World,
+    image_uri,
+    layout_document,
+    production_target_group,
+    session,
+    world,
+)
 from tests.integration.test_run_until_push import make_repository
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -39,8 +39,11 @@ def pool():
         yield executor
 
 
+NO_CREDENTIALS = Credentials()
+
+
 def make_run(spec: dict[str, Any] = SPEC, *, status: PandaDeployStatus | None = None,
-             creds: Credentials = Credentials(), generation: int = 1) -> tuple[Run, MemorySink]:
+             creds: Credentials = NO_CREDENTIALS, generation: int = 1) -> tuple[Run, MemorySink]:
     sink = MemorySink()
     recorder = Recorder(sink=sink, status=status or PandaDeployStatus(), generation=generation)
     run = Run(spec=PandaDeploySpec.model_validate(spec), credentials=creds, recorder=recorder,
