@@ -97,9 +97,9 @@ import yaml
 
 from controller.adapters.http import USER_AGENT as HEALTH_CHECK_AGENT
 from controller.models import GROUP, PLURAL, VERSION, StageName
-from controller.sandbox import localdocker
 from controller.sandbox.aws import AwsSandbox, Timings
 from controller.sandbox.kube import ClusterServer
+from controller.sandbox.stack import localdocker
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NAMESPACE, NAME = 'default', 'sample-app'

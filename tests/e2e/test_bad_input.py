@@ -54,8 +54,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.adapters.http import USER_AGENT as HEALTH_CHECK_AGENT
 from controller.models import PandaDeploySpec, describe_validation_error
-from controller.sandbox import demo, localdocker
+from controller.sandbox import demo
 from controller.sandbox.kube import ClusterServer
+from controller.sandbox.stack import localdocker
 from tests.conftest import unavailable
 from tests.e2e.conftest import GROUP, PLURAL, ROOT, VERSION, Cluster, wait_for
 from tests.integration import githttp

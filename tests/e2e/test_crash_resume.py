@@ -57,12 +57,12 @@ import pytest
 from moto.ecs.models import EC2ContainerServiceBackend
 
 from controller.models import GROUP, PLURAL, VERSION, PandaDeploySpec, StageName
-from controller.sandbox import localdocker
 from controller.sandbox.demo import (
     NAME, NAMESPACE, DemoFailed, ProgressPrinter, Sandbox, await_rollout, demo_manifests, restart_operator,
     start_sandbox,
 )
 from controller.sandbox.kube import ApiError, ClusterEmulator
+from controller.sandbox.stack import localdocker
 from tests.conftest import unavailable
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -59,9 +59,9 @@ import pytest
 
 from controller.adapters.http import USER_AGENT
 from controller.models import GROUP, PLURAL, VERSION
-from controller.sandbox import localdocker
 from controller.sandbox.demo import BUILD_LABEL, REGION, SANDBOX_KEYS, ProgressPrinter, Sandbox, start_sandbox
 from controller.sandbox.kube import ClusterEmulator
+from controller.sandbox.stack import localdocker
 from tests.conftest import unavailable
 
 RESOURCES = int(os.environ.get('PANDA_LOAD_RESOURCES', '100'))

@@ -1,0 +1,1 @@
+"""The sandbox stack: what `panda-deploy demo`, the end-to-end tests and the benchmarks run the operator against."""
