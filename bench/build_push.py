@@ -34,7 +34,7 @@ from moto.server import ThreadedMotoServer
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from controller.sandbox import localdocker  # noqa: E402
+from controller.sandbox.stack import localdocker  # noqa: E402
 
 GIT = ['git', '-c', 'user.name=bench', '-c', 'user.email=bench@example.test']
 

@@ -1,6 +1,6 @@
 """Whole deployments through the operator vs. a plain script doing the same external work (issue 7, items 1 and 4).
 
-Both sides run against the same stand-ins, started by `controller.sandbox.demo.start_sandbox`:
+Both sides run against the same stand-ins, started by `controller.sandbox.stack.sandbox.start_sandbox`:
 the Kubernetes API emulator, the AWS sandbox (moto + the CodeDeploy ECS simulator, the demo's
 timings), the local registry, the shared Docker engine and the load-balancer stand-in. The operator
 is the real one (`python -m controller operator`, real adapters), as in the demo.
@@ -84,10 +84,12 @@ import docker.errors  # noqa: E402
 from controller.adapters.codedeploy import appspec, revision  # noqa: E402
 from controller.models import GROUP, PLURAL, VERSION, PandaDeploySpec  # noqa: E402
 from controller.pipeline.service import task_definition  # noqa: E402
-from controller.sandbox import demo  # noqa: E402
+from controller.sandbox.stack.manifests import NAME, NAMESPACE, SANDBOX_KEYS, demo_manifests  # noqa: E402
+from controller.sandbox.stack.progress import ProgressPrinter  # noqa: E402
+from controller.sandbox.stack.repository import SampleRepository  # noqa: E402
+from controller.sandbox.stack.sandbox import BUILD_LABEL, Sandbox, start_sandbox  # noqa: E402
+from controller.sandbox.stack.world import REGION, AwsWorld  # noqa: E402
 
-NAMESPACE = demo.NAMESPACE
-BUILD_LABEL = demo.BUILD_LABEL
 STAGES = ('Build', 'Push', 'Service', 'BlueGreen', 'Verify', 'Complete')
 SCRIPT_AGENT = 'bench-plain-script'
 READY_TIMEOUT = 600.0
@@ -230,7 +232,7 @@ def operator_split(marks: dict[str, float], start: float, ready: float) -> dict[
 
 
 class Commits:
-    def __init__(self, repository: demo.SampleRepository) -> None:
+    def __init__(self, repository: SampleRepository) -> None:
         self.repository = repository
         self._lock = threading.Lock()
 
@@ -287,8 +289,8 @@ class Plain:
 
     def clients(self) -> Any:
         import boto3.session
-        session = boto3.session.Session(aws_access_key_id=demo.SANDBOX_KEYS['accessKeyId'],
-                                        aws_secret_access_key=demo.SANDBOX_KEYS['secretAccessKey'],
+        session = boto3.session.Session(aws_access_key_id=SANDBOX_KEYS['accessKeyId'],
+                                        aws_secret_access_key=SANDBOX_KEYS['secretAccessKey'],
                                         region_name=self.region)
         return session
 
@@ -341,7 +343,7 @@ class Plain:
                 if k + 1 < count:
                     time.sleep(interval)
 
-    def blue_green(self, *, branch: str, spec: PandaDeploySpec, world: demo.AwsWorld) -> Timer:
+    def blue_green(self, *, branch: str, spec: PandaDeploySpec, world: AwsWorld) -> Timer:
         """Item 1: one blue/green rollout of the head of `branch`, by hand."""
         timer = Timer()
         image = self.build_push(timer, branch=branch, spec=spec, name='bg')
@@ -380,7 +382,7 @@ class Plain:
         timer.parts['total'] = time.perf_counter() - timer.start
         return timer
 
-    def first_rollout(self, *, branch: str, spec: PandaDeploySpec, world: demo.AwsWorld, name: str) -> Timer:
+    def first_rollout(self, *, branch: str, spec: PandaDeploySpec, world: AwsWorld, name: str) -> Timer:
         """Item 4: a new service for the head of `branch`, by hand."""
         timer = Timer()
         image = self.build_push(timer, branch=branch, spec=spec, name=name)
@@ -437,9 +439,9 @@ def median_split(splits: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(s.get(k, 0.0) for s in splits) for k in keys}
 
 
-def overhead(sandbox: demo.Sandbox, observer: Observer, plain: Plain, commits: Commits, spec_body: dict[str, Any],
+def overhead(sandbox: Sandbox, observer: Observer, plain: Plain, commits: Commits, spec_body: dict[str, Any],
              rounds: int) -> dict[str, Any]:
-    custom, name = sandbox.custom, demo.NAME
+    custom, name = sandbox.custom, NAME
     spec = PandaDeploySpec.model_validate(spec_body)
     resource = {'apiVersion': f'{GROUP}/{VERSION}', 'kind': 'PandaDeploy',
                 'metadata': {'name': name, 'namespace': NAMESPACE}, 'spec': spec_body}
@@ -474,7 +476,7 @@ def overhead(sandbox: demo.Sandbox, observer: Observer, plain: Plain, commits: C
             'operator_median': median_split(ours), 'script_median': median_split(theirs)}
 
 
-def concurrency(sandbox: demo.Sandbox, observer: Observer, plain: Plain, commits: Commits,
+def concurrency(sandbox: Sandbox, observer: Observer, plain: Plain, commits: Commits,
                 spec_body: dict[str, Any], n: int, health_url: str) -> dict[str, Any]:
     def body(side: str, i: int) -> dict[str, Any]:
         spec = json.loads(json.dumps(spec_body))
@@ -586,14 +588,14 @@ def main() -> None:
         made: dict[str, Any] = {}
         stack.callback(lambda: remove_images(client, made['observer'].deployment_ids if 'observer' in made else set(),
                                              made['plain'].built if 'plain' in made else []))
-        printer = demo.ProgressPrinter(out=io.StringIO())
+        printer = ProgressPrinter(out=io.StringIO())
         stack.callback(printer.close)
         env = {'PANDA_DEPLOY_POLL_SECONDS': str(args.poll_seconds), 'PANDA_DEPLOY_WORKERS': str(workers)}
-        sandbox = demo.start_sandbox(stack, client, printer, operator_env=env, apply=False)
+        sandbox = start_sandbox(stack, client, printer, operator_env=env)
         observer = Observer(sandbox.cluster.emulator)
         stack.callback(observer.stop)
-        secrets, resource = demo.demo_manifests(repo_url=sandbox.repository.url, base_image=sandbox.base_image,
-                                                world=sandbox.world)
+        secrets, resource = demo_manifests(repo_url=sandbox.repository.url, base_image=sandbox.base_image,
+                                           world=sandbox.world)
         import kubernetes
         core = kubernetes.client.CoreV1Api(sandbox.api)
         for secret in secrets:
@@ -602,7 +604,7 @@ def main() -> None:
         spec_body['healthCheck'].update(checks=args.checks, intervalSeconds=args.interval)
         sts = sandbox.clients('sts')
         plain = Plain(repo_url=sandbox.repository.url, registry=sandbox.registry,
-                      account=sts.get_caller_identity()['Account'], region=demo.REGION, aws_url=sandbox.aws.url,
+                      account=sts.get_caller_identity()['Account'], region=REGION, aws_url=sandbox.aws.url,
                       base_image=sandbox.base_image, proxy_url=sandbox.proxy_url, scratch=scratch,
                       poll=args.poll_seconds, docker_cli=args.script_docker == 'cli')
         if args.operator_log:

@@ -2,9 +2,9 @@
 
 One operator with the REAL adapters (git, Docker, ECR/ECS/CodeDeploy/ELBv2 on
 the AWS sandbox, a local registry) runs for the whole module, started by
-`controller.sandbox.demo.start_sandbox(apply=False)`; each case has its own
-resource, git repository, ECR repository and ECS service name. For every case
-the test asserts:
+`controller.sandbox.stack.sandbox.start_sandbox` (which applies nothing); each
+case has its own resource, git repository, ECR repository and ECS service
+name. For every case the test asserts:
 
 - the outcome: the condition's reason and a message that names what is at
   fault (the field, Secret, key, repository, branch, file, cluster or URL);
@@ -54,8 +54,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.adapters.http import USER_AGENT as HEALTH_CHECK_AGENT
 from controller.models import PandaDeploySpec, describe_validation_error
-from controller.sandbox import demo, localdocker
 from controller.sandbox.kube import ClusterServer
+from controller.sandbox.stack import localdocker
+from controller.sandbox.stack.manifests import SANDBOX_KEYS
+from controller.sandbox.stack.operator import operator_environment, start_operator
+from controller.sandbox.stack.progress import ProgressPrinter
+from controller.sandbox.stack.sandbox import BUILD_LABEL, Sandbox, start_sandbox
+from controller.sandbox.stack.world import REGION
 from tests.conftest import unavailable
 from tests.e2e.conftest import GROUP, PLURAL, ROOT, VERSION, Cluster, wait_for
 from tests.integration import githttp
@@ -96,7 +101,7 @@ class Stack:
 
 @dataclasses.dataclass
 class Bed:
-    sandbox: demo.Sandbox
+    sandbox: Sandbox
     main: Stack
     repos: pathlib.Path
     client: docker.DockerClient
@@ -128,7 +133,7 @@ def make_repo(root: pathlib.Path, name: str, files: dict[str, str]) -> pathlib.P
 
 
 def _make_secrets(cluster: Cluster) -> None:
-    cluster.apply_secrets(**{AWS_SECRET: dict(demo.SANDBOX_KEYS)})
+    cluster.apply_secrets(**{AWS_SECRET: dict(SANDBOX_KEYS)})
 
 
 @pytest.fixture(scope='module')
@@ -136,13 +141,13 @@ def bed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFac
     deployment_ids: set[str] = set()
     with contextlib.ExitStack() as stack:
         try:
-            sandbox = demo.start_sandbox(stack, docker_client, demo.ProgressPrinter(out=io.StringIO()), apply=False)
+            sandbox = start_sandbox(stack, docker_client, ProgressPrinter(out=io.StringIO()))
         except localdocker.Unavailable as exc:
             unavailable(str(exc))
         stack.callback(_remove_images, docker_client, deployment_ids)
         # AWS knows the sandbox's keys (the operator's Secret, the test's and the demo's own clients) and
         # refuses any other key, as AWS does.
-        sandbox.aws.refuse_unknown_keys({demo.SANDBOX_KEYS['accessKeyId'], 'demo'})
+        sandbox.aws.refuse_unknown_keys({SANDBOX_KEYS['accessKeyId'], 'demo'})
         cluster = Cluster(sandbox.cluster, sandbox.temp / 'kubeconfig')
         _make_secrets(cluster)
         main = Stack(cluster, f'http://127.0.0.1:{sandbox.env["PANDA_DEPLOY_HTTP_PORT"]}/metrics', sandbox.registry)
@@ -155,8 +160,8 @@ def bed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFac
 def _remove_images(client: docker.DockerClient, deployment_ids: set[str]) -> None:
     """The images the cases' runs built (by the deployment-id label the Build stage sets)."""
     # The low-level calls list in one request: the engine is shared, and others remove images meanwhile.
-    for image in client.api.images(filters={'label': demo.BUILD_LABEL}):
-        if (image.get('Labels') or {}).get(demo.BUILD_LABEL) in deployment_ids:
+    for image in client.api.images(filters={'label': BUILD_LABEL}):
+        if (image.get('Labels') or {}).get(BUILD_LABEL) in deployment_ids:
             with contextlib.suppress(docker.errors.APIError):
                 client.api.remove_image(image['Id'], force=True)
 
@@ -174,10 +179,10 @@ def refusing_stack(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         for doc in yaml.safe_load_all((ROOT / 'crds' / 'pandadeploys.yaml').read_text()):
             server.emulator.add_crd(doc)
         kubeconfig = server.write_kubeconfig(temp / 'kubeconfig')
-        env = demo.operator_environment(kubeconfig=kubeconfig, aws_url=bed.sandbox.aws.url, registry=registry,
+        env = operator_environment(kubeconfig=kubeconfig, aws_url=bed.sandbox.aws.url, registry=registry,
                                         http_port=localdocker.free_port(), proxy_url=bed.sandbox.proxy_url)
         log = temp / 'operator.log'
-        operator = demo.start_operator(env, log)
+        operator = start_operator(env, log)
         stack.callback(localdocker.stop, operator)
         cluster = Cluster(server, kubeconfig)
         _make_secrets(cluster)
@@ -256,7 +261,7 @@ def spec_for(bed: Bed, name: str, url: str, **changes: Any) -> dict[str, Any]:
     world = bed.sandbox.world
     spec: dict[str, Any] = {
         'source': {'url': url, 'branch': 'main'},
-        'aws': {'region': demo.REGION, 'credentialsSecretRef': {'name': AWS_SECRET}},
+        'aws': {'region': REGION, 'credentialsSecretRef': {'name': AWS_SECRET}},
         'ecs': {'cluster': world.cluster, 'service': name, 'desiredCount': 1},
         'blueGreen': {
             'codeDeploy': {'application': name, 'deploymentGroup': name, 'serviceRoleArn': world.role_arn},
@@ -447,7 +452,7 @@ def test_a_missing_secret_stalls_naming_the_field_and_the_secret(bed: Bed):
 
 def test_a_secret_without_its_key_stalls_naming_the_secret_and_the_key(bed: Bed):
     bare = make_repo(bed.repos, 'secret-key', {'Dockerfile': DOCKERFILE})
-    bed.main.cluster.apply_secrets(**{'aws-no-secret-key': {'accessKeyId': demo.SANDBOX_KEYS['accessKeyId']}})
+    bed.main.cluster.apply_secrets(**{'aws-no-secret-key': {'accessKeyId': SANDBOX_KEYS['accessKeyId']}})
     spec = spec_for(bed, 'secret-key', bare.as_uri(), aws={'credentialsSecretRef': {'name': 'aws-no-secret-key'}})
     outcome = run_case(bed, 'secret-key', spec, stall=True)
     assert_stalled(outcome, reason='SecretKeyNotFound',

@@ -1,8 +1,8 @@
 """Crash and resume: the operator is killed (SIGKILL) at many points of a run, restarted, and finishes the run
 exactly once.
 
-The stack is the demo's, with the REAL adapters (`controller.sandbox.demo.start_sandbox`): git over file://,
-the Docker engine, a local registry, the sandbox AWS (moto plus the CodeDeploy simulator), the Kubernetes API
+The stack is the demo's, with the REAL adapters (`controller.sandbox.stack.sandbox.start_sandbox`): git over
+file://, the Docker engine, a local registry, the sandbox AWS (moto plus the CodeDeploy simulator), the Kubernetes API
 emulator, and the operator as a subprocess. Each kill point is its own rollout: a new commit of the sample
 repository, pinned with `spec.source.revision` (the first rollout deploys branch main and creates the service).
 
@@ -57,19 +57,12 @@ import pytest
 from moto.ecs.models import EC2ContainerServiceBackend
 
 from controller.models import GROUP, PLURAL, VERSION, PandaDeploySpec, StageName
-from controller.sandbox import localdocker
-from controller.sandbox.demo import (
-    NAME,
-    NAMESPACE,
-    DemoFailed,
-    ProgressPrinter,
-    Sandbox,
-    await_rollout,
-    demo_manifests,
-    restart_operator,
-    start_sandbox,
-)
+from controller.sandbox.demo import DemoFailed, await_rollout
 from controller.sandbox.kube import ApiError, ClusterEmulator
+from controller.sandbox.stack import localdocker
+from controller.sandbox.stack.manifests import NAME, NAMESPACE, demo_manifests
+from controller.sandbox.stack.progress import ProgressPrinter
+from controller.sandbox.stack.sandbox import Sandbox, restart_operator, start_sandbox
 from tests.conftest import unavailable
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -323,8 +316,7 @@ def stack(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathF
         observer = Observer()
         exit_stack.callback(observer.close)
         try:
-            sandbox = start_sandbox(exit_stack, docker_client, observer, operator_env={'TMPDIR': str(tmpdir)},
-                                    apply=False)
+            sandbox = start_sandbox(exit_stack, docker_client, observer, operator_env={'TMPDIR': str(tmpdir)})
         except localdocker.Unavailable as exc:
             unavailable(str(exc))
         images = ImageEvents()

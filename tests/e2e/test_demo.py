@@ -20,7 +20,9 @@ import docker
 import docker.errors
 import pytest
 
-from controller.sandbox.demo import LABEL, ROLLOUTS, SANDBOX_KEYS
+from controller.sandbox.demo import ROLLOUTS
+from controller.sandbox.stack.manifests import SANDBOX_KEYS
+from controller.sandbox.stack.tasks import LABEL
 from tests.conftest import unavailable
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

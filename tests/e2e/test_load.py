@@ -1,6 +1,6 @@
 """Load: many PandaDeploys created at once, one operator with the real adapters and a bounded pool.
 
-The stack is the demo's (`controller.sandbox.demo.start_sandbox`, nothing
+The stack is the demo's (`controller.sandbox.stack.sandbox.start_sandbox`, nothing
 applied): the Kubernetes API emulator in this process, the AWS sandbox, a
 local registry and the operator as a subprocess with `PANDA_DEPLOY_WORKERS=N`.
 The test makes one git repository per resource (a Dockerfile `FROM` the local
@@ -59,9 +59,12 @@ import pytest
 
 from controller.adapters.http import USER_AGENT
 from controller.models import GROUP, PLURAL, VERSION
-from controller.sandbox import localdocker
-from controller.sandbox.demo import BUILD_LABEL, REGION, SANDBOX_KEYS, ProgressPrinter, Sandbox, start_sandbox
 from controller.sandbox.kube import ClusterEmulator
+from controller.sandbox.stack import localdocker
+from controller.sandbox.stack.manifests import SANDBOX_KEYS
+from controller.sandbox.stack.progress import ProgressPrinter
+from controller.sandbox.stack.sandbox import BUILD_LABEL, Sandbox, start_sandbox
+from controller.sandbox.stack.world import REGION
 from tests.conftest import unavailable
 
 RESOURCES = int(os.environ.get('PANDA_LOAD_RESOURCES', '100'))
@@ -295,7 +298,7 @@ def test_many_resources_at_once_all_ready_within_the_worker_bound(
 def load(stack: contextlib.ExitStack, docker_client: docker.DockerClient, printer: ProgressPrinter,
          responses: list[tuple[str, str, int]], tmp_path: pathlib.Path) -> None:
     try:
-        sandbox = start_sandbox(stack, docker_client, printer, apply=False,
+        sandbox = start_sandbox(stack, docker_client, printer,
                                 operator_env={'PANDA_DEPLOY_WORKERS': str(WORKERS), 'PANDA_DEPLOY_POLL_SECONDS': '1'})
     except localdocker.Unavailable as exc:
         unavailable(str(exc))

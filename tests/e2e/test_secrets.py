@@ -1,6 +1,6 @@
 """No secret leaks: one real run with a known GitHub token and known AWS keys, then a scan of everything.
 
-The stack is the demo's (`controller.sandbox.demo.start_sandbox`): the
+The stack is the demo's (`controller.sandbox.stack.sandbox.start_sandbox`): the
 operator as a process with the REAL adapters, the API emulator, the AWS
 sandbox, a registry and the Docker engine. The sample repository is served
 over smart HTTP by `git http-backend` demanding the token (as GitHub does),
@@ -37,7 +37,9 @@ import docker
 import kubernetes
 import pytest
 
-from controller.sandbox import demo
+from controller.sandbox.stack.manifests import NAME, demo_manifests
+from controller.sandbox.stack.progress import ProgressPrinter
+from controller.sandbox.stack.sandbox import BUILD_LABEL, start_sandbox
 from tests.e2e.conftest import wait_for
 from tests.integration.githttp import serving
 
@@ -125,10 +127,10 @@ def test_a_real_run_leaves_no_secret_anywhere(client: docker.DockerClient, tmp_p
     home.mkdir()
 
     with contextlib.ExitStack() as stack:
-        printer = demo.ProgressPrinter(out=io.StringIO())
+        printer = ProgressPrinter(out=io.StringIO())
         stack.callback(printer.close)
-        sandbox = demo.start_sandbox(stack, client, printer, apply=False,
-                                     operator_env={'TMPDIR': str(temp_root), 'HOME': str(home)})
+        sandbox = start_sandbox(stack, client, printer,
+                                operator_env={'TMPDIR': str(temp_root), 'HOME': str(home)})
         sampler = ProcessSampler(sandbox.operator.pid)
         sampler.start()
         stack.callback(sampler.stop)
@@ -137,7 +139,7 @@ def test_a_real_run_leaves_no_secret_anywhere(client: docker.DockerClient, tmp_p
         url = server.url('your-org/sample-app.git')
 
         core = kubernetes.client.CoreV1Api(sandbox.api)
-        _, resource = demo.demo_manifests(repo_url=url, base_image=sandbox.base_image, world=sandbox.world)
+        _, resource = demo_manifests(repo_url=url, base_image=sandbox.base_image, world=sandbox.world)
         for name, data in {'github-token': {'token': token}, 'wrong-token': {'token': wrong_token},
                            'aws-creds': {'accessKeyId': access_key, 'secretAccessKey': secret_key}}.items():
             core.create_namespaced_secret(NAMESPACE, {'metadata': {'name': name}, 'stringData': data})
@@ -153,7 +155,7 @@ def test_a_real_run_leaves_no_secret_anywhere(client: docker.DockerClient, tmp_p
             found = sandbox.custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
             return found.get('status') or {}
 
-        good = wait_for(lambda: status(demo.NAME).get('phase') in ('Succeeded', 'Failed') and status(demo.NAME),
+        good = wait_for(lambda: status(NAME).get('phase') in ('Succeeded', 'Failed') and status(NAME),
                         timeout=180, what='the run with the right token to finish')
         assert good['phase'] == 'Succeeded', good.get('message')
         assert good['revision'] == sha
@@ -175,7 +177,7 @@ def test_a_real_run_leaves_no_secret_anywhere(client: docker.DockerClient, tmp_p
         log = sandbox.operator_log.read_text(errors='replace')
         assert 'Stage 6/6' in log or 'Complete' in log
         # One listing call: other tests' labelled images may go between a listing and a per-image inspect.
-        built_id = next(image['Id'] for image in client.api.images(filters={'label': demo.BUILD_LABEL})
+        built_id = next(image['Id'] for image in client.api.images(filters={'label': BUILD_LABEL})
                         if any(tag.endswith(f':{sha}') for tag in image.get('RepoTags') or []))
         built = client.images.get(built_id)
         image_record = json.dumps([built.attrs, built.history()], default=str)

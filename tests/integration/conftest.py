@@ -19,7 +19,7 @@ import docker.errors
 import pytest
 from moto.server import ThreadedMotoServer
 
-from controller.sandbox import localdocker
+from controller.sandbox.stack import localdocker
 from tests.conftest import unavailable
 
 BASE_IMAGE = localdocker.BASE_IMAGE

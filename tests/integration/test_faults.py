@@ -53,8 +53,8 @@ import yaml
 
 from controller.models import PandaDeploySpec, RunResult, StageName
 from controller.pipeline.engine import TRANSIENT_BACKOFF
-from controller.sandbox import localdocker
 from controller.sandbox.aws import AwsSandbox
+from controller.sandbox.stack import localdocker
 from tests.conftest import unavailable
 from tests.faultproxy import Fault, FaultProxy, Request, gaps
 from tests.integration.awsworld import REGION, World, production_target_group, session, world  # noqa: F401
