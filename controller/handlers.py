@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
-import logging
 from typing import Any
 
 import kopf
@@ -25,7 +24,7 @@ FINALIZER = f'{GROUP}/finalizer'
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key='last-handled-configuration',
@@ -53,10 +52,10 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field='spec')
-async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     await memo.reconciler.reconcile(body=copy.deepcopy(dict(body)), logger=logger)
 
 
 @kopf.on.delete(*RESOURCE)
-async def delete(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     await memo.reconciler.forget(body=dict(body), logger=logger)

@@ -19,7 +19,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from controller.models import GROUP, KIND, PLURAL, VERSION
+from controller.models import GROUP, KIND, PLURAL, VERSION, Logger
 
 MERGE_PATCH = 'application/merge-patch+json'
 EVENT_MESSAGE_LIMIT = 1024
@@ -73,7 +73,7 @@ class Kube:
     """PandaDeploy status, Events and Secrets over the Kubernetes API."""
 
     def __init__(self, api_client: kubernetes.client.ApiClient | None = None, *,
-                 logger: logging.Logger | None = None) -> None:
+                 logger: Logger | None = None) -> None:
         self.api_client = api_client or load_client()
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
         self.core = kubernetes.client.CoreV1Api(self.api_client)

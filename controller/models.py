@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import datetime
 import enum
+import logging
 import re
 from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
+# What logs a run: Kopf hands each handler a LoggerAdapter that tags lines with the object.
+Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 GROUP = 'deploy.panda.dev'
 VERSION = 'v1alpha1'

@@ -15,7 +15,6 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -26,6 +25,7 @@ from controller.errors import Reason, Stall
 from controller.kube import Kube, KubeError, ObjectGone, merge_diff
 from controller.models import (
     PROMOTE_ANNOTATION,
+    Logger,
     PandaDeploySpec,
     PandaDeployStatus,
     Phase,
@@ -82,7 +82,7 @@ class KubeSink:
     """Reports a run to the Kubernetes API: status patches with only the changes, Events."""
 
     def __init__(self, *, kube: Kube, ref: Mapping[str, str], saved: Mapping[str, Any],
-                 logger: logging.Logger) -> None:
+                 logger: Logger) -> None:
         self.kube, self.ref, self.saved, self.logger = kube, dict(ref), dict(saved), logger
 
     async def save(self, status: PandaDeployStatus) -> None:
@@ -133,7 +133,7 @@ class Reconciler:
         handle = self._handles.get(key)
         return handle is not None and not handle.task.done()
 
-    async def reconcile(self, *, body: Mapping[str, Any], logger: logging.Logger) -> None:
+    async def reconcile(self, *, body: Mapping[str, Any], logger: Logger) -> None:
         key = self.key_of(body)
         generation = int(body['metadata'].get('generation') or 1)
         handle = self._handles.get(key)
@@ -164,7 +164,7 @@ class Reconciler:
             return stalled.reason != Reason.INVALID_SPEC  # an invalid spec waits for a new generation
         return status.phase in (None, Phase.pending, Phase.progressing)
 
-    async def forget(self, *, body: Mapping[str, Any], logger: logging.Logger) -> None:
+    async def forget(self, *, body: Mapping[str, Any], logger: Logger) -> None:
         """The resource is being deleted: cancel its run (AWS resources stay)."""
         key = self.key_of(body)
         handle = self._handles.pop(key, None)
@@ -186,7 +186,7 @@ class Reconciler:
         await asyncio.gather(handle.task, return_exceptions=True)
 
     async def _drive(self, key: Key, body: Mapping[str, Any], generation: int, status: PandaDeployStatus,
-                     saved: dict[str, Any], logger: logging.Logger) -> None:
+                     saved: dict[str, Any], logger: Logger) -> None:
         namespace, name = key
         ref = {'namespace': namespace, 'name': name, 'uid': body['metadata'].get('uid', '')}
         sink = KubeSink(kube=self.kube, ref=ref, saved=saved, logger=logger)

@@ -114,7 +114,7 @@ def session_for(aws: Aws, credentials: Credentials) -> boto3.session.Session:
     return boto3.session.Session(botocore_session=core, region_name=aws.region)
 
 
-class _AssumedRole(botocore.credentials.CredentialProvider):
+class _AssumedRole(botocore.credentials.CredentialProvider):  # type: ignore[misc]  # botocore is untyped
     """First in the chain: the role's credentials, fetched on first use and refreshed before they expire."""
     METHOD = 'panda-deploy-assume-role'
     CANONICAL_NAME = 'custom-panda-deploy-assume-role'
@@ -136,7 +136,7 @@ _DATA_LOADER = botocore.loaders.create_loader()
 def client(session: boto3.session.Session, service: str) -> Any:
     """A client of `service` with the project's retry and timeout settings."""
     session._session.register_component('data_loader', _DATA_LOADER)
-    return session.client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
+    return session.client(service, config=CLIENT_CONFIG)
 
 
 def error_code(exc: BaseException) -> str | None:

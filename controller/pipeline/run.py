@@ -12,13 +12,12 @@ through `redact` (or `failure_message`) before it reaches the recorder.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Callable
 from typing import Any
 
 from controller.credentials import Credentials, credentials_used, redact
 from controller.errors import PandaDeployError
-from controller.models import PandaDeploySpec, PandaDeployStatus, RunResult
+from controller.models import Logger, PandaDeploySpec, PandaDeployStatus, RunResult
 from controller.pipeline.recorder import Recorder
 
 
@@ -28,7 +27,7 @@ class Run:
     spec: PandaDeploySpec
     credentials: Credentials
     recorder: Recorder
-    logger: logging.Logger
+    logger: Logger
     promote_requested: Callable[[], bool] = lambda: False
     # In-memory state shared by the run's stages (lost on restart; nothing in it is needed to resume).
     scratch: dict[str, Any] = dataclasses.field(default_factory=dict)
