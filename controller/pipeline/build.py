@@ -1,25 +1,75 @@
 """Stage 1, Build: resolve the branch to a commit, shallow-clone it, find the Dockerfile, build.
 
-When the registry already holds an image tagged with the commit, the stage
-records its digest and skips clone and build: re-applying an unchanged
-resource does no Docker work.
+When the registry already holds an image under the tag for this commit and
+this spec's build inputs (`image_tag`), the stage records its digest and
+skips clone and build: re-applying an unchanged resource does no Docker work.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import pathlib
+import posixpath
 import tempfile
+from typing import Any
 
 from controller import tempdirs
 from controller.errors import Reason, StageFailed
-from controller.models import ImageStatus, PandaDeploySpec, StageName
+from controller.models import ImageStatus, PandaDeploySpec, Source, StageName
 from controller.pipeline.stage import Done, StageContext
 
 DOCKERFILE_NAMES = ('Dockerfile',)
+BUILD_IDENTITY_LABEL = 'dev.panda.deploy.build-identity'
+IDENTITY_HEX = 12  # hex digits of the build inputs' hash in a tag
+DEFAULT_BUILD_INPUTS: dict[str, Any] = {'dockerfile': None, 'context': None, 'buildArgs': {}}
+
+
+def _build_inputs(source: Source) -> dict[str, Any]:
+    """What the spec builds from a commit, in one spelling: paths normalised (`./a//b/` is `a/b`), arguments sorted."""
+    def path(value: str | None) -> str | None:
+        return posixpath.normpath(value) if value is not None else None
+    return {'dockerfile': path(source.dockerfile), 'context': path(source.context),
+            'buildArgs': dict(sorted((source.build_args or {}).items()))}
+
+
+def _inputs_sha256(inputs: dict[str, Any]) -> str:
+    """sha256 (hex) of the canonical JSON of the build inputs: keys sorted, no spaces, UTF-8."""
+    canonical = json.dumps(inputs, sort_keys=True, separators=(',', ':'), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode('utf-8')).hexdigest()
+
+
+def image_tag(spec: PandaDeploySpec, revision: str) -> str:
+    """The tag of the image built from `revision` as `spec` says: `<sha>`, or `<sha>-<12 hex>`.
+
+    Build looks the tag up in ECR before cloning and skips the build when it is
+    there, and ECR repositories have immutable tags, so two specs that build
+    differently from one commit must never share a tag. Besides the commit,
+    what decides the build is the spec's dockerfile, context and buildArgs: the
+    suffix is the first 12 hex digits (48 bits) of the sha256 of their
+    canonical JSON. With all three at their defaults the tag is the plain SHA:
+    Dockerfile discovery is a function of the commit alone, so equal default
+    specs build the same image, the common case keeps a readable tag, and
+    images pushed before this scheme are still found. At most 64 + 1 + 12
+    characters of [0-9a-f-]: inside ECR's 128 and [a-zA-Z0-9_.-].
+    """
+    inputs = _build_inputs(spec.source)
+    if inputs == DEFAULT_BUILD_INPUTS:
+        return revision
+    return f'{revision}-{_inputs_sha256(inputs)[:IDENTITY_HEX]}'
 
 
 def local_tag(spec: PandaDeploySpec, revision: str) -> str:
-    """The image tag the build produces and the push reads: repository:commit."""
-    return f'{spec.repository_name}:{revision}'
+    """The local image the build produces and the push reads: repository:`image_tag`."""
+    return f'{spec.repository_name}:{image_tag(spec, revision)}'
+
+
+def build_identity_label(source: Source) -> str:
+    """The image's build-identity label: Dockerfile, context, build argument names, and the sha256 whose
+    first digits are the tag's suffix (when it has one). Argument values stay out (they may be tokens)."""
+    inputs = _build_inputs(source)
+    return json.dumps({'dockerfile': inputs['dockerfile'], 'context': inputs['context'],
+                       'buildArgNames': list(inputs['buildArgs']), 'sha256': _inputs_sha256(inputs)},
+                      separators=(',', ':'))
 
 
 def find_dockerfile(root: pathlib.Path, *, path: str | None, context: str | None) -> tuple[str, str]:
@@ -67,16 +117,17 @@ class Build:
         ctx.progress(f'Revision {revision[:7]} of {source.repo or source.url}'
                      + (f' branch {source.effective_branch}' if source.effective_branch else ''))
 
-        existing = adapters.registry.find_image(repository=spec.repository_name, tag=revision)
+        tag = image_tag(spec, revision)
+        existing = adapters.registry.find_image(repository=spec.repository_name, tag=tag)
         if existing is not None:
-            uri = f'{adapters.registry.ensure_repository(spec.repository_name)}:{revision}'
+            uri = f'{adapters.registry.ensure_repository(spec.repository_name)}:{tag}'
             found = {'image': ImageStatus(uri=uri, digest=existing)} | ({'revision': revision} if resolved else {})
             return Done(f'Image {uri} already in the registry ({existing[:19]}); clone and build skipped',
                         skipped=True, record=found)
         if resolved:  # the commit being built, shown while it builds
             ctx.record(revision=revision)
 
-        tag = local_tag(spec, revision)
+        local = local_tag(spec, revision)
         with tempfile.TemporaryDirectory(prefix=tempdirs.prefix('src')) as tmp:
             checkout = pathlib.Path(tmp) / 'src'
             checkout.mkdir(mode=0o700)
@@ -92,9 +143,10 @@ class Build:
                 'org.opencontainers.image.source': source.repo and f'https://github.com/{source.repo}' or source.url or '',
                 'org.opencontainers.image.revision': revision,
                 'dev.panda.deploy.deployment-id': ctx.status.deployment_id or '',
+                BUILD_IDENTITY_LABEL: build_identity_label(source),
             }
             relative = str(pathlib.PurePosixPath(dockerfile).relative_to(context)) if context != '.' else dockerfile
-            adapters.docker.build(context=checkout / context, dockerfile=relative, tag=tag, labels=labels,
+            adapters.docker.build(context=checkout / context, dockerfile=relative, tag=local, labels=labels,
                                   build_args=source.build_args or {}, log=ctx.logger.info, cancel=ctx.cancel)
-        ctx.progress(f'Docker image built: {tag}')
-        return Done(f'Built {tag} from {dockerfile}', record={'image': ImageStatus(dockerfile=dockerfile)})
+        ctx.progress(f'Docker image built: {local}')
+        return Done(f'Built {local} from {dockerfile}', record={'image': ImageStatus(dockerfile=dockerfile)})
