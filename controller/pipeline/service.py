@@ -3,13 +3,25 @@
 An existing service is not updated here: a CodeDeploy-controlled service
 refuses UpdateService with a task definition, so the new revision rolls out
 through stage 4.
+
+The task definition names the image by digest (`repository@sha256:…`), not
+by tag: what runs is exactly what Push recorded, even if the tag is moved
+later (a repository created with mutable tags, or deleted and re-created).
+The same image again is the same definition, so no new revision.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from controller.models import PandaDeploySpec, StageName
+from controller.models import ImageStatus, PandaDeploySpec, StageName
 from controller.pipeline.stage import Done, StageContext
+
+
+def pinned_image(image: ImageStatus) -> str:
+    """`registry/repository@sha256:…`: the pushed image by digest (a port in the registry host is no tag)."""
+    assert image.uri and image.digest, 'Push records the image URI and digest before Service runs'
+    repository, _, tag = image.uri.rpartition(':')
+    return f'{repository if repository and "/" not in tag else image.uri}@{image.digest}'
 
 
 def task_definition(spec: PandaDeploySpec, *, image_uri: str) -> dict[str, Any]:
@@ -50,8 +62,8 @@ class Service:
     def run(self, ctx: StageContext) -> Done:
         spec, ecs = ctx.spec, ctx.adapters.ecs
         image = ctx.status.image
-        assert image is not None and image.uri, 'Push records the image before Service runs'
-        arn, registered = ecs.register_task_definition(task_definition(spec, image_uri=f'{image.uri}'))
+        assert image is not None, 'Push records the image before Service runs'
+        arn, registered = ecs.register_task_definition(task_definition(spec, image_uri=pinned_image(image)))
         if registered:  # a new revision: saved before the service may be created with it
             ctx.record(task_definition_arn=arn)
         ctx.progress(('Task definition registered: ' if registered else 'Task definition unchanged: ') + arn)
