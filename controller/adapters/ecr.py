@@ -68,12 +68,13 @@ class EcrRegistry(AwsAdapter):
         return self._account
 
     def ensure_repository(self, name: str) -> str:
-        """The repository URI, creating the repository when it is missing."""
+        """The repository URI, creating the repository (immutable tags) when it is missing; one that exists is
+        left as it is."""
         found = self._repository_uri(name)
         if found is not None:
             return found
-        try:
-            created = self._client('ecr').create_repository(repositoryName=name, imageTagMutability='MUTABLE')
+        try:  # immutable tags: a tag names one image for good (the tag says what was built, see image_tag)
+            created = self._client('ecr').create_repository(repositoryName=name, imageTagMutability='IMMUTABLE')
             return str(created['repository']['repositoryUri'])
         except Exception as exc:
             if error_code(exc) != 'RepositoryAlreadyExistsException':

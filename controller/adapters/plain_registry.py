@@ -92,15 +92,21 @@ class PlainRegistry(EcrRegistry):
 
         A real ECR push creates the image itself; moto never sees the push,
         so without this `find_image` would miss the tag. The digest is the
-        sha256 of the manifest bytes, as the registry computes it.
+        sha256 of the manifest bytes, as the registry computes it. Tags are
+        immutable: the same image under its tag again is accepted, another
+        image under a recorded tag is refused, as ECR refuses that push.
         """
         digest = 'sha256:' + hashlib.sha256(manifest.encode('utf-8')).hexdigest()
         try:
             self._client('ecr').put_image(repositoryName=repository, imageTag=tag, imageManifest=manifest,
                                           imageManifestMediaType=media_type, imageDigest=digest)
         except Exception as exc:
-            if error_code(exc) != 'ImageAlreadyExistsException':
+            if error_code(exc) not in ('ImageAlreadyExistsException', 'ImageTagAlreadyExistsException'):
                 raise self._error(exc, f'ECR PutImage {repository}:{tag}') from exc
+            held = self.find_image(repository=repository, tag=tag)
+            if held is not None and held != digest:
+                raise StageFailed(f'ECR repository {repository} has immutable tags and {tag} already names {held}; '
+                                  f'not recorded: {digest}', reason=Reason.PUSH_FAILED) from exc
         return digest
 
 
