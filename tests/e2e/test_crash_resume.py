@@ -57,6 +57,7 @@ import pytest
 from moto.ecs.models import EC2ContainerServiceBackend
 
 from controller.models import GROUP, PLURAL, VERSION, PandaDeploySpec, StageName
+from controller.pipeline.build import local_tag
 from controller.sandbox.demo import DemoFailed, await_rollout
 from controller.sandbox.kube import ApiError, ClusterEmulator
 from controller.sandbox.stack import localdocker
@@ -179,7 +180,9 @@ class Rollout:
         return f'"POST /v2/{self.repository}/blobs/uploads/' in self.registry_log()
 
     def manifest_puts(self) -> int:
-        return len(re.findall(rf'"PUT /v2/{re.escape(self.repository)}/manifests/{self.sha} HTTP/[0-9.]+" 201',
+        # The tag is the commit SHA, then the hash of the build inputs (controller.pipeline.build.image_tag).
+        tag = rf'{self.sha}(-[0-9a-f]+)?'
+        return len(re.findall(rf'"PUT /v2/{re.escape(self.repository)}/manifests/{tag} HTTP/[0-9.]+" 201',
                               self.registry_log()))
 
     def build_step_running(self) -> bool:
@@ -593,7 +596,8 @@ def run_kill_point(s: Stack, point: KillPoint) -> Outcome:
 
     # One task definition revision for the commit, one new revision per rollout.
     definitions = task_definitions_by_image(s)
-    for_commit = [arn for arn, image in definitions.items() if image.endswith(f':{sha}')]
+    pinned = f"{status['image']['uri'].rsplit(':', 1)[0]}@{status['image']['digest']}"  # by digest, not by tag
+    for_commit = [arn for arn, image in definitions.items() if image == pinned]
     assert for_commit == [status['taskDefinitionArn']], (context, definitions)
     assert len(definitions) == number, (context, definitions)
     # One CodeDeploy deployment of that revision (none on the first rollout: it creates the service).
@@ -603,9 +607,9 @@ def run_kill_point(s: Stack, point: KillPoint) -> Outcome:
     assert sum(len(ids) for ids in deployments.values()) == number - 1, (context, deployments)
 
     # No build or push redone once recorded; exactly one manifest pushed for the commit.
-    local_tag = f'{s.spec.repository_name}:{sha}'
-    builds = s.images.count(local_tag)
-    pushes = s.images.count(f'{sandbox.registry}/{local_tag}')
+    local = local_tag(s.spec, sha)
+    builds = s.images.count(local)
+    pushes = s.images.count(f'{sandbox.registry}/{local}')
     if StageName.build.value in done_before or not fired:
         assert builds == 1, (context, builds)
     else:

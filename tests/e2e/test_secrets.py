@@ -178,7 +178,7 @@ def test_a_real_run_leaves_no_secret_anywhere(client: docker.DockerClient, tmp_p
         assert 'Stage 6/6' in log or 'Complete' in log
         # One listing call: other tests' labelled images may go between a listing and a per-image inspect.
         built_id = next(image['Id'] for image in client.api.images(filters={'label': BUILD_LABEL})
-                        if any(tag.endswith(f':{sha}') for tag in image.get('RepoTags') or []))
+                        if any(tag.rsplit(':', 1)[-1].startswith(sha) for tag in image.get('RepoTags') or []))
         built = client.images.get(built_id)
         image_record = json.dumps([built.attrs, built.history()], default=str)
 

@@ -52,6 +52,7 @@ import pytest
 import yaml
 
 from controller.models import PandaDeploySpec, RunResult, StageName
+from controller.pipeline.build import local_tag
 from controller.pipeline.engine import TRANSIENT_BACKOFF
 from controller.sandbox.aws import AwsSandbox
 from controller.sandbox.stack import localdocker
@@ -423,7 +424,8 @@ def test_an_engine_stopped_mid_build_and_started_again_lets_the_run_succeed(
     assert 'retry 1 in 2s' in output, output
     assert 'BuildFailed' not in output
     revision = status['revision']
-    image = client.images.get(f'{repository}:{revision}')
+    spec = PandaDeploySpec.model_validate(yaml.safe_load((tmp_path / 'app.yaml').read_text())['spec'])
+    image = client.images.get(local_tag(spec, revision))
     assert image.labels['org.opencontainers.image.revision'] == revision
     retries = [line for line in output.splitlines() if 'retry ' in line]
     print(f'\n(3) engine stopped mid-build: down for {down_for:.1f} s after SIGTERM (+3 s), '
@@ -504,7 +506,7 @@ def test_a_registry_refusing_the_first_pushes_gets_the_image_in_the_end(
     assert (upload.fired, manifest.fired) == (1, 1)
     assert 'received unexpected HTTP status: 503 Service Unavailable; retry 1 in 2s' in output, output
     # The registry has the manifest the status names.
-    assert registry_digest(registry, name, status['revision']) == status['image']['digest']
+    assert registry_digest(registry, name, status['image']['uri'].rsplit(':', 1)[1]) == status['image']['digest']
     puts = [r for r in registry_proxy.records if r.method == 'PUT' and '/manifests/' in r.path]
     assert [(r.injected, r.status) for r in puts] == [('503', 503), (None, 201)]
     print(f'\n(4) registry, transient: injected {dict(registry_proxy.injected())}; manifest PUTs '

@@ -56,6 +56,7 @@ from controller.models import (
     StageResult,
 )
 from controller.pipeline import Engine, Recorder, Run, default_stages
+from controller.pipeline.build import image_tag
 from controller.sandbox.aws import LIFECYCLE_EVENTS, AwsSandbox, Timings
 from tests.fakes import MemorySink
 from tests.integration.awsworld import (  # noqa: F401 (session is a fixture)
@@ -279,7 +280,9 @@ async def test_first_rollout_creates_the_service_and_needs_no_deployment(
     assert [lb['targetGroupArn'] for lb in service['loadBalancers']] == [found.blue_arn]
     definition = session.client('ecs').describe_task_definition(
         taskDefinition=status.task_definition_arn)['taskDefinition']
-    assert definition['containerDefinitions'][0]['image'] == image_uri(commit('a'))
+    # By digest: the image Push recorded, whatever its tag names later.
+    assert definition['containerDefinitions'][0]['image'] == (
+        f"{image_uri(commit('a')).rsplit(':', 1)[0]}@{status.image.digest}")
     assert deployments(session, spec) == []  # nothing to switch: the service was created with the revision
 
     # Verify checked the configured URL, CHECKS times, all passing.
@@ -524,9 +527,13 @@ def test_panda_deploy_run_goes_through_all_six_stages(
         (1, 'Build', 'Succeeded'), (2, 'Push', 'Succeeded'), (3, 'Service', 'Succeeded'),
         (4, 'BlueGreen', 'Skipped'), (5, 'Verify', 'Succeeded'), (6, 'Complete', 'Succeeded')]
     assert status['phase'] == 'Succeeded' and status['revision'] == revision
-    assert status['image']['uri'].endswith(f'/{repository}:{revision}') and status['image']['digest']
+    tag = image_tag(PandaDeploySpec.model_validate(manifest['spec']), revision)
+    assert status['image']['uri'].endswith(f'/{repository}:{tag}') and status['image']['digest']
     assert status['activeColor'] == 'blue'
     assert service_of(session, found.spec)['taskDefinition'] == status['taskDefinitionArn']
+    definition = session.client('ecs').describe_task_definition(taskDefinition=status['taskDefinitionArn'])
+    assert definition['taskDefinition']['containerDefinitions'][0]['image'] == (
+        f"{status['image']['uri'].rsplit(':', 1)[0]}@{status['image']['digest']}")
     assert endpoint.hits == CHECKS
     assert 'rollout-secret-5c7e9a' not in first.stdout + first.stderr + (tmp_path / 'first.yaml').read_text()
 

@@ -21,6 +21,8 @@ import urllib.request
 import pytest
 import yaml
 
+from controller.models import PandaDeploySpec
+from controller.pipeline.build import image_tag
 from tests.integration.githttp import serving
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -129,14 +131,18 @@ def test_run_until_push_builds_and_pushes_the_sample_app(sample, docker_client):
     revision = subprocess.run(['git', '-C', str(tmp_path / 'git' / 'work'), 'rev-parse', 'HEAD'],
                               capture_output=True, text=True, check=True).stdout.strip()
     assert status['revision'] == revision
-    assert status['image']['uri'].endswith(f'.amazonaws.com/your-org-sample-app:{revision}')
-    assert status['image']['digest'] == registry_digest(registry, 'your-org-sample-app', revision)
+    # The tag: the commit, then the hash of the build inputs (spec.source.buildArgs is set).
+    tag = image_tag(PandaDeploySpec.model_validate(yaml.safe_load((tmp_path / 'app.yaml').read_text())['spec']),
+                    revision)
+    assert tag.startswith(f'{revision}-')
+    assert status['image']['uri'].endswith(f'.amazonaws.com/your-org-sample-app:{tag}')
+    assert status['image']['digest'] == registry_digest(registry, 'your-org-sample-app', tag)
     lines = result.stdout.splitlines()
     for expected in ('[Stage 1] Repository cloned', '[Stage 1] Dockerfile found: Dockerfile',
-                     f'[Stage 1] Docker image built: your-org-sample-app:{revision}',
+                     f'[Stage 1] Docker image built: your-org-sample-app:{tag}',
                      '[Stage 2] Image pushed: '):
         assert any(line.startswith(expected) for line in lines), (expected, lines)
-    labels = docker_client.images.get(f'your-org-sample-app:{revision}').labels
+    labels = docker_client.images.get(f'your-org-sample-app:{tag}').labels
     assert labels['org.opencontainers.image.revision'] == revision
 
     # Secrets: not in output, status, argv of any process seen, or files left behind.
