@@ -126,9 +126,10 @@ async def push_with(docker: type[FakeDocker], root: pathlib.Path) -> tuple[RunRe
         made.docker = docker(World(root))
         return made
     sink = MemorySink()
-    run = Run(spec=spec(buildArgs={'BASE_IMAGE': 'base:1'}), generation=1, status=PandaDeployStatus(),
-              credentials=Credentials(), sink=sink, logger=logging.getLogger('test'))
-    Recorder(run).begin()
+    recorder = Recorder(sink=sink, status=PandaDeployStatus(), generation=1)
+    run = Run(spec=spec(buildArgs={'BASE_IMAGE': 'base:1'}), credentials=Credentials(), recorder=recorder,
+              logger=logging.getLogger('test'))
+    recorder.begin()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         engine = Engine(stages=default_stages(poll_seconds=0.05), adapters=adapters, pool=pool)
         result = await engine.drive(run, until=StageName.push)
