@@ -2,15 +2,20 @@
 the spec and what a cluster admin set on the Namespace, the session names, and the preflight around them."""
 from __future__ import annotations
 
+import pathlib
 import re
 from typing import Any
 
 import pytest
+import yaml
 
 from controller import tenancy
+from controller.cli import run_once
+from controller.config import Config
 from controller.errors import Reason, Stall
-from controller.models import Aws, PandaDeploySpec
+from controller.models import Aws, PandaDeploySpec, StageName
 from controller.tenancy import ALLOW_OPERATOR_IDENTITY, ROLE_ARN, AssumedRole, NamespaceSettings
+from tests import fakes
 
 PIN = 'arn:aws:iam::111122223333:role/team-a-deployer'
 SPEC_ROLE = 'arn:aws:iam::444455556666:role/app-deployer'
@@ -187,3 +192,28 @@ def test_without_a_cluster_nothing_is_read_and_the_callers_identity_is_allowed()
                             annotations=None)
     assert creds.aws is None and creds.aws_identity is not None and creds.aws_identity.roles == ()
 
+
+# ---------------------------------------------------------------- `panda-deploy run`: no cluster
+
+CAPTURED: list[Any] = []
+
+
+def capturing_wiring(spec: PandaDeploySpec, creds: Any, *, registry: str | None) -> Any:
+    """An `AdapterWiring`: the fakes, after noting the credentials the run hands its adapters."""
+    CAPTURED.append(creds)
+    return fakes.make_adapters(spec, creds, registry=registry)
+
+
+def test_the_command_line_acts_as_its_caller_in_a_session_named_for_the_manifest(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = {'apiVersion': 'deploy.panda.dev/v1alpha1', 'kind': 'PandaDeploy',
+                'metadata': {'name': 'web', 'namespace': 'team-a'}, 'spec': SPEC}
+    (tmp_path / 'app.yaml').write_text(yaml.safe_dump(manifest))
+    monkeypatch.setenv('PANDA_FAKE_DIR', str(tmp_path / 'world'))
+    CAPTURED.clear()
+    code = run_once(manifest=str(tmp_path / 'app.yaml'), secret_files=[], until=StageName.build, status_out=None,
+                    config=Config(adapters=f'{__name__}:capturing_wiring'))
+    assert code == 0
+    (creds,) = CAPTURED
+    assert creds.aws is None and creds.aws_identity is not None
+    assert creds.aws_identity.roles == () and creds.aws_identity.session_name == SESSION
