@@ -23,7 +23,7 @@ from typing import Any
 import pydantic
 import yaml
 
-from controller import credentials
+from controller import tenancy
 from controller.config import Config
 from controller.errors import Stall
 from controller.models import (
@@ -115,7 +115,9 @@ def run_once(*, manifest: str, secret_files: Sequence[str], until: StageName | N
     doc, spec = load_manifest(manifest)
     secrets = load_secrets(secret_files)
     try:
-        creds = credentials.resolve(spec, secrets.get)
+        meta = doc.get('metadata') or {}  # no cluster: the caller's own AWS identity is allowed (tenancy.py)
+        creds = tenancy.resolve(spec, namespace=str(meta.get('namespace') or 'default'),
+                                name=str(meta.get('name') or 'run'), lookup=secrets.get, annotations=None)
     except Stall as exc:
         raise InvalidInput(f'{exc.reason}: {exc.message}') from exc
 

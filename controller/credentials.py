@@ -9,9 +9,13 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from controller.errors import Reason, Stall
 from controller.models import PandaDeploySpec
+
+if TYPE_CHECKING:
+    from controller.tenancy import AwsIdentity
 
 # Secret name -> its decoded data, or None when the Secret does not exist.
 SecretLookup = Callable[[str], Mapping[str, str] | None]
@@ -32,6 +36,8 @@ class Credentials:
     """What the adapters authenticate with. None means: not configured (anonymous git, default AWS chain)."""
     github_token: str | None = dataclasses.field(default=None, repr=False)
     aws: AwsKeys | None = dataclasses.field(default=None, repr=False)
+    aws_identity: AwsIdentity | None = None
+    """The roles to assume and the session name (controller/tenancy.py); None: spec.aws.roleArn as given."""
 
     def values(self) -> list[str]:
         found = [self.github_token]

@@ -34,6 +34,11 @@ class Reason:
     BLUE_GREEN_FAILED = 'BlueGreenFailed'
     HEALTH_CHECK_FAILED = 'HealthCheckFailed'
     UNEXPECTED_ERROR = 'UnexpectedError'
+    # Stalls: the AWS identity a cluster admin allows in the namespace (controller/tenancy.py).
+    OPERATOR_IDENTITY_NOT_ALLOWED = 'OperatorIdentityNotAllowed'
+    CREDENTIALS_SECRET_NOT_ALLOWED = 'CredentialsSecretNotAllowed'
+    NAMESPACE_ROLE_INVALID = 'NamespaceRoleInvalid'
+    NAMESPACE_UNREADABLE = 'NamespaceUnreadable'
 
 
 class PandaDeployError(Exception):

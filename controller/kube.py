@@ -2,7 +2,7 @@
 
 It writes PandaDeploy status through the status subresource with JSON merge
 patches that carry only what changed (nulls for removed keys), posts Events,
-and reads Secrets. It raises the project's own errors with the client's
+and reads Secrets and Namespaces. It raises the project's own errors with the client's
 exception chained as the cause. Calls block; callers run them in threads.
 """
 from __future__ import annotations
@@ -119,6 +119,14 @@ class Kube:
         data = {k: base64.b64decode(v).decode('utf-8', 'replace') for k, v in (secret.data or {}).items()}
         data.update(secret.string_data or {})
         return data
+
+    def namespace_annotations(self, name: str) -> dict[str, str]:
+        """The Namespace's annotations ({} when it does not exist): where cluster admins set tenancy."""
+        try:
+            namespace = self._call(f'get namespaces/{name}', self.core.read_namespace, name)
+        except ObjectGone:
+            return {}
+        return dict(namespace.metadata.annotations or {})
 
     def post_event(self, *, ref: Mapping[str, str], type: str, reason: str, message: str) -> None:
         """A core/v1 Event on the object (what `kubectl describe` and `get events` show)."""

@@ -135,9 +135,9 @@ class Aws(Model):
     region: Annotated[str, Field(pattern=_AWS_REGION)]
     """AWS region, e.g. ap-northeast-2."""
     credentials_secret_ref: SecretRef | None = None
-    """Secret with accessKeyId, secretAccessKey and optional sessionToken. Absent: the default credential chain (IRSA)."""
+    """Secret with accessKeyId, secretAccessKey, optional sessionToken. Absent: the operator's identity, if allowed."""
     role_arn: Annotated[str | None, Field(pattern=_ROLE_ARN)] = None
-    """IAM role to assume with the base credentials."""
+    """IAM role to assume with the base credentials (in a pinned namespace: from the pinned role)."""
 
 
 class Image(Model):

@@ -20,7 +20,7 @@ from typing import Any
 
 import pydantic
 
-from controller import conditions, credentials
+from controller import conditions, credentials, tenancy
 from controller.errors import Reason, Stall
 from controller.kube import Kube, KubeError, ObjectGone, merge_diff
 from controller.models import (
@@ -223,8 +223,10 @@ class Reconciler:
         attempt = 0
         while True:
             try:
-                return await asyncio.to_thread(
-                    credentials.resolve, spec, lambda n: self.kube.read_secret(namespace=namespace, name=n))
+                return await asyncio.to_thread(  # the Namespace says which AWS identity it allows: tenancy.py
+                    tenancy.resolve, spec, namespace=namespace, name=sink.ref['name'],
+                    annotations=lambda: self.kube.namespace_annotations(namespace),
+                    lookup=lambda n: self.kube.read_secret(namespace=namespace, name=n))
             except Stall as stall:
                 await recorder.stalled(stall)
             await asyncio.sleep(STALL_BACKOFF[min(attempt, len(STALL_BACKOFF) - 1)])

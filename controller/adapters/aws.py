@@ -3,7 +3,9 @@
 Every AWS adapter (ECR here; ECS, CodeDeploy and ELBv2 later) gets its boto3
 session from `session_for`, so credentials are chosen in one place: the keys
 from `spec.aws.credentialsSecretRef` when given, else the default chain (IRSA
-in a pod), optionally exchanged for a role through STS AssumeRole. The keys
+in a pod), then exchanged through STS AssumeRole for each role the run's
+`AwsIdentity` names, each from the one before (controller/tenancy.py decides
+which: a namespace's pinned role, then `spec.aws.roleArn`). The keys
 are handed to botocore in memory only (never the environment, argv or a
 file). botocore's adaptive retry mode absorbs throttling and 5xx; what is
 left when it gives up becomes a `Transient` here, so the stage engine retries
@@ -78,8 +80,9 @@ _NO_CREDENTIALS_ERRORS = (
 
 
 def session_for(aws: Aws, credentials: Credentials) -> boto3.session.Session:
-    """A boto3 session in `aws.region` with the run's credentials (static keys, or the default chain),
-    assuming `aws.role_arn` when set. Nothing is called until a client makes its first request."""
+    """A boto3 session in `aws.region` with the run's credentials (static keys, or the default chain), then
+    each role of `credentials.aws_identity` assumed from the one before (without an identity: `aws.role_arn`,
+    in a session named `panda-deploy`). Nothing is called until a client makes its first request."""
     keys = credentials.aws
     if keys is not None:
         base = boto3.session.Session(aws_access_key_id=keys.access_key_id,
@@ -87,20 +90,30 @@ def session_for(aws: Aws, credentials: Credentials) -> boto3.session.Session:
                                      aws_session_token=keys.session_token, region_name=aws.region)
     else:
         base = boto3.session.Session(region_name=aws.region)
-    if not aws.role_arn:
-        return base
+    identity = credentials.aws_identity
+    if identity is not None:
+        roles, session_name = [(r.arn, f' ({r.source})') for r in identity.roles], identity.session_name
+    else:
+        roles, session_name = ([(aws.role_arn, '')] if aws.role_arn else []), ROLE_SESSION_NAME
+    session = base
+    for role_arn, source in roles:
+        session = _assume(session, role_arn, session_name=session_name,
+                          action=f'STS AssumeRole of {role_arn}{source}', secrets=credentials.values())
+    return session
 
-    role_arn = aws.role_arn
-    secrets = credentials.values()
+
+def _assume(base: boto3.session.Session, role_arn: str, *, session_name: str, action: str,
+            secrets: list[str]) -> boto3.session.Session:
+    """A session acting as `role_arn`, assumed with `base`'s credentials (refreshed before they expire)."""
 
     def assume() -> dict[str, Any]:
         """Fresh temporary credentials for the role, in botocore's refresh format."""
         sts = base.client('sts', config=CLIENT_CONFIG)
         try:
-            answer = sts.assume_role(RoleArn=role_arn, RoleSessionName=ROLE_SESSION_NAME,
+            answer = sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name,
                                      DurationSeconds=ROLE_SESSION_SECONDS)
         except Exception as exc:
-            raise aws_error(exc, action=f'STS AssumeRole of {role_arn}', reason=Reason.INVALID_CREDENTIALS,
+            raise aws_error(exc, action=action, reason=Reason.INVALID_CREDENTIALS,
                             credentials_check=True, secrets=secrets) from exc
         found = answer['Credentials']
         expiration: object = found['Expiration']
@@ -111,7 +124,7 @@ def session_for(aws: Aws, credentials: Credentials) -> boto3.session.Session:
     core = botocore.session.Session()
     resolver = core.get_component('credential_provider')
     resolver.insert_before('env', _AssumedRole(assume))
-    return boto3.session.Session(botocore_session=core, region_name=aws.region)
+    return boto3.session.Session(botocore_session=core, region_name=base.region_name)
 
 
 class _AssumedRole(botocore.credentials.CredentialProvider):  # type: ignore[misc]  # botocore is untyped

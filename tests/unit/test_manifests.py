@@ -76,6 +76,8 @@ EXPECTED: dict[str, set[Perm]] = {
         perms('', 'events', 'create'),
     'operator: Kube.read_secret reads the named Secrets':
         perms('', 'secrets', 'get'),
+    'operator: Kube.namespace_annotations reads the AWS identity a cluster admin allows in a namespace':
+        perms('', 'namespaces', 'get'),
 }
 PEERING: set[Perm] = perms('kopf.dev', 'clusterkopfpeerings', 'list', 'watch', 'patch')
 NAMESPACE_WATCH: set[Perm] = perms('', 'namespaces', 'list', 'watch')
