@@ -200,7 +200,7 @@ class Reconciler:
             except pydantic.ValidationError as exc:
                 await recorder.stalled(Stall(describe_validation_error(exc), reason=Reason.INVALID_SPEC))
                 return
-            creds = await self._credentials(recorder, spec, namespace)
+            creds = await self._credentials(recorder, spec, namespace, name)
             run = Run(spec=spec, credentials=creds, recorder=recorder, logger=logger,
                       promote_requested=lambda: self.promote_requested(key))
             handle.run = run
@@ -218,13 +218,14 @@ class Reconciler:
         except Exception:
             logger.exception('The run for generation %d stopped on an operator error', generation)
 
-    async def _credentials(self, recorder: Recorder, spec: PandaDeploySpec, namespace: str) -> credentials.Credentials:
+    async def _credentials(self, recorder: Recorder, spec: PandaDeploySpec, namespace: str,
+                           name: str) -> credentials.Credentials:
         """Resolve the Secrets; while one is missing, stay Stalled and look again with backoff."""
         attempt = 0
         while True:
             try:
                 return await asyncio.to_thread(  # the Namespace says which AWS identity it allows: tenancy.py
-                    tenancy.resolve, spec, namespace=namespace, name=sink.ref['name'],
+                    tenancy.resolve, spec, namespace=namespace, name=name,
                     annotations=lambda: self.kube.namespace_annotations(namespace),
                     lookup=lambda n: self.kube.read_secret(namespace=namespace, name=n))
             except Stall as stall:
