@@ -46,6 +46,14 @@ class ObjectGone(KubeError):
     """The object was deleted while we worked on it."""
 
 
+class Forbidden(KubeError):
+    """HTTP 403: the operator's RBAC does not allow the call (namespace and name: of the object asked for)."""
+
+    def __init__(self, message: str, *, namespace: str = '', name: str = '') -> None:
+        super().__init__(message)
+        self.namespace, self.name = namespace, name
+
+
 def merge_diff(old: Any, new: Any) -> Any:
     """The RFC 7386 merge patch that turns `old` into `new` ({} when equal)."""
     if not isinstance(old, Mapping) or not isinstance(new, Mapping):
@@ -110,6 +118,8 @@ class Kube:
             except ApiException as exc:
                 if exc.status == 404:
                     raise ObjectGone(f'{what}: not found') from exc
+                if exc.status == 403:
+                    raise Forbidden(f'{what}: HTTP 403 {exc.reason}') from exc
                 error: Exception = exc
             except Exception as exc:
                 error = exc
@@ -138,11 +148,14 @@ class Kube:
         return body
 
     def read_secret(self, *, namespace: str, name: str) -> dict[str, str] | None:
-        """The Secret's data decoded, or None when it does not exist."""
+        """The Secret's data decoded, or None when it does not exist; `Forbidden` when RBAC denies it."""
         try:
             secret = self._call(f'get secrets/{name}', self.core.read_namespaced_secret, name, namespace)
         except ObjectGone:
             return None
+        except Forbidden as exc:
+            raise Forbidden(f'get secrets/{name} in namespace {namespace}: forbidden',
+                            namespace=namespace, name=name) from exc
         data = {k: base64.b64decode(v).decode('utf-8', 'replace') for k, v in (secret.data or {}).items()}
         data.update(secret.string_data or {})
         return data

@@ -22,8 +22,8 @@ from typing import Any
 import pydantic
 
 from controller import conditions, credentials
-from controller.errors import Reason, Stall
-from controller.kube import Kube, KubeError, ObjectGone, merge_diff
+from controller.errors import Reason, SecretForbidden, Stall
+from controller.kube import Forbidden, Kube, KubeError, ObjectGone, merge_diff
 from controller.models import PandaDeploySpec, PandaDeployStatus, Phase, RunResult, describe_validation_error
 from controller.pipeline.engine import Engine, Recorder, Run
 
@@ -224,6 +224,8 @@ class Reconciler:
                     credentials.resolve, spec, lambda n: self.kube.read_secret(namespace=namespace, name=n))
             except Stall as stall:
                 await self._stall(sink, status, generation, stall)
+            except Forbidden as exc:  # RBAC: the namespaced-secrets install without this namespace's RoleBinding
+                await self._stall(sink, status, generation, SecretForbidden(namespace=namespace, name=exc.name))
             await asyncio.sleep(STALL_BACKOFF[min(attempt, len(STALL_BACKOFF) - 1)])
             attempt += 1
 
