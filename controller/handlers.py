@@ -39,7 +39,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     engine = Engine(stages=default_stages(poll_seconds=config.poll_seconds), adapters=config.adapter_factory(), pool=pool)
     memo.pool = pool
     memo.reconciler = Reconciler(kube=Kube(logger=logger), engine=engine, workers=config.workers)
-    memo.http = await http.serve(host=config.http_host, port=config.http_port)
+    memo.http = await http.serve(host=config.http_host, port=config.http_port, pool=pool)
     logger.info('panda-deploy: %d workers, metrics on %s:%d', config.workers, config.http_host, config.http_port)
 
 
