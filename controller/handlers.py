@@ -57,6 +57,16 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **
     await memo.reconciler.reconcile(body=copy.deepcopy(dict(body)), logger=logger)
 
 
+@kopf.daemon(*RESOURCE, cancellation_timeout=60)
+async def follow_peering(*, body: kopf.Body, memo: Any, logger: Any, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """With Kopf peering, a replica that Kopf pauses for a peer stops its daemons: it drops its runs then (the
+    active peer resumes them); back to active, the daemon starts again and picks them up."""
+    await memo.reconciler.reconcile(body=copy.deepcopy(dict(body)), logger=logger)
+    await stopped.wait()
+    if stopped.reason is not None and kopf.DaemonStoppingReason.OPERATOR_PAUSING in stopped.reason:
+        await memo.reconciler.pause(body=dict(body), logger=logger)
+
+
 @kopf.on.delete(*RESOURCE)
 async def delete(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     await memo.reconciler.forget(body=dict(body), logger=logger)

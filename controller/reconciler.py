@@ -166,6 +166,15 @@ class Reconciler:
             logger.info('Deleted: cancelling the run for generation %d', handle.generation)
             await self._stop(handle, RunResult.cancelled)
 
+    async def pause(self, *, body: Mapping[str, Any], logger: logging.Logger) -> None:
+        """Kopf peering paused this replica: stop driving the run as at shutdown; the active peer resumes it."""
+        handle = self._handles.pop(self.key_of(body), None)
+        if handle is not None and not handle.task.done():
+            logger.info('Paused for a peer: the active operator takes over the run for generation %d',
+                        handle.generation)
+            handle.task.cancel('operator paused')
+            await asyncio.gather(handle.task, return_exceptions=True)
+
     async def shutdown(self) -> None:
         """Operator exit: stop waiting on runs; their status says where to resume."""
         tasks = [h.task for h in self._handles.values() if not h.task.done()]
