@@ -37,10 +37,14 @@ LABEL org.opencontainers.image.title="panda-deploy" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0"
 # git: GitPython drives the git binary for clones. ca-certificates: HTTPS to
-# GitHub, AWS and registries. Nothing else: the Docker engine is reached over
-# DOCKER_HOST by the Docker SDK, no docker CLI needed.
+# GitHub, AWS and registries. procps: `ps`, which GitPython's
+# kill_after_timeout runs (`ps --ppid`) to end a git process tree that hangs.
+# tini: PID 1, the init that reaps the children git and its helpers leave
+# behind (nothing else in the container would) and passes signals on.
+# Nothing else: the Docker engine is reached over DOCKER_HOST by the Docker
+# SDK, no docker CLI needed.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git ca-certificates \
+ && apt-get install -y --no-install-recommends git ca-certificates procps tini \
  && rm -rf /var/lib/apt/lists/*
 # The non-root user the manifests run as (runAsUser/runAsGroup 10001). Its
 # home is /tmp, the only writable place under a read-only root filesystem.
@@ -57,5 +61,8 @@ USER 10001:10001
 # /metrics (Prometheus) and /healthz (kubelet probes).
 EXPOSE 8080
 # Arguments are Kopf run options, e.g. `--standalone` or `--peering=NAME`;
-# without a namespace option the operator watches all namespaces.
-ENTRYPOINT ["panda-deploy", "operator"]
+# without a namespace option the operator watches all namespaces. tini runs
+# the operator as its child and forwards SIGTERM to it; a manifest that sets
+# `command:` replaces this line and must start with `tini --` itself (see
+# deploy/manifests/peering).
+ENTRYPOINT ["tini", "--", "panda-deploy", "operator"]

@@ -20,6 +20,7 @@ class Reason:
     INVALID_SPEC = 'InvalidSpec'
     SECRET_NOT_FOUND = 'SecretNotFound'
     SECRET_KEY_NOT_FOUND = 'SecretKeyNotFound'
+    SECRET_FORBIDDEN = 'SecretForbidden'
     # Stage failures.
     STAGE_TIMEOUT = 'StageTimeout'
     SOURCE_NOT_FOUND = 'SourceNotFound'
@@ -54,6 +55,16 @@ class PandaDeployError(Exception):
 
 class Stall(PandaDeployError):
     """The run cannot start until the spec or a Secret changes (kstatus Stalled)."""
+
+
+class SecretForbidden(Stall):
+    """The API server answered 403 to reading a Secret: the operator's RBAC, not the spec, needs changing."""
+    reason = Reason.SECRET_FORBIDDEN
+
+    def __init__(self, *, namespace: str, name: str) -> None:
+        self.namespace, self.name = namespace, name
+        super().__init__(f'the operator may not read Secret {name!r} in namespace {namespace!r} (HTTP 403); '
+                         'bind the panda-deploy-secrets Role in this namespace, see README (Install)')
 
 
 class StageFailed(PandaDeployError):

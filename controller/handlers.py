@@ -38,7 +38,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
     engine = build_engine(config=config, pool=pool)
     memo.pool = pool
     memo.reconciler = Reconciler(kube=Kube(logger=logger), engine=engine, workers=config.workers)
-    memo.http = await http.serve(host=config.http_host, port=config.http_port)
+    memo.http = await http.serve(host=config.http_host, port=config.http_port, pool=pool)
     logger.info('panda-deploy: %d workers, metrics on %s:%d', config.workers, config.http_host, config.http_port)
 
 
@@ -54,6 +54,16 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.update(*RESOURCE, field='spec')
 async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     await memo.reconciler.reconcile(body=copy.deepcopy(dict(body)), logger=logger)
+
+
+@kopf.daemon(*RESOURCE, cancellation_timeout=60)
+async def follow_peering(*, body: kopf.Body, memo: Any, logger: Any, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """With Kopf peering, a replica that Kopf pauses for a peer stops its daemons: it drops its runs then (the
+    active peer resumes them); back to active, the daemon starts again and picks them up."""
+    await memo.reconciler.reconcile(body=copy.deepcopy(dict(body)), logger=logger)
+    await stopped.wait()
+    if stopped.reason is not None and kopf.DaemonStoppingReason.OPERATOR_PAUSING in stopped.reason:
+        await memo.reconciler.pause(body=dict(body), logger=logger)
 
 
 @kopf.on.delete(*RESOURCE)

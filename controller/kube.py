@@ -4,6 +4,11 @@ It writes PandaDeploy status through the status subresource with JSON merge
 patches that carry only what changed (nulls for removed keys), posts Events,
 and reads Secrets and Namespaces. It raises the project's own errors with the client's
 exception chained as the cause. Calls block; callers run them in threads.
+
+Every request carries a (connect, read) timeout and a call's retries end by a
+deadline, so an API server that accepts a connection and never answers costs a
+worker thread at most CALL_SECONDS, never for ever. urllib3's own retries are
+off in the client built here: this module's loop is the one place that retries.
 """
 from __future__ import annotations
 
@@ -24,8 +29,13 @@ from controller.models import GROUP, KIND, PLURAL, VERSION, Logger
 MERGE_PATCH = 'application/merge-patch+json'
 EVENT_MESSAGE_LIMIT = 1024
 COMPONENT = 'panda-deploy'
-# Backoff for API calls that fail in passing (connection errors, 429, 5xx).
+# Backoff for API calls that fail in passing (connection errors, timeouts, 429, 5xx).
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+# Seconds to connect and to wait for each read of an answer, per request.
+REQUEST_TIMEOUT = (5.0, 15.0)
+# A call, its retries included, ends within this many seconds: a retry starts
+# only if its delay and a whole request still fit.
+CALL_SECONDS = 60.0
 
 
 class KubeError(Exception):
@@ -34,6 +44,14 @@ class KubeError(Exception):
 
 class ObjectGone(KubeError):
     """The object was deleted while we worked on it."""
+
+
+class Forbidden(KubeError):
+    """HTTP 403: the operator's RBAC does not allow the call (namespace and name: of the object asked for)."""
+
+    def __init__(self, message: str, *, namespace: str = '', name: str = '') -> None:
+        super().__init__(message)
+        self.namespace, self.name = namespace, name
 
 
 def merge_diff(old: Any, new: Any) -> Any:
@@ -56,11 +74,13 @@ def merge_diff(old: Any, new: Any) -> Any:
 
 def load_client() -> kubernetes.client.ApiClient:
     """In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config, as kubectl does."""
+    configuration = kubernetes.client.Configuration()
     try:
-        kubernetes.config.load_incluster_config()
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
-    return kubernetes.client.ApiClient()
+        kubernetes.config.load_kube_config(client_configuration=configuration)
+    configuration.retries = False  # Kube._call retries, within its deadline; urllib3 would multiply it
+    return kubernetes.client.ApiClient(configuration)
 
 
 def _retryable(exc: Exception) -> bool:
@@ -69,30 +89,47 @@ def _retryable(exc: Exception) -> bool:
     return isinstance(exc, (OSError, ConnectionError)) or type(exc).__module__.startswith('urllib3')
 
 
+def _describe(exc: Exception, request_timeout: tuple[float, float]) -> str:
+    if isinstance(exc, ApiException):
+        return f'HTTP {exc.status} {exc.reason}'
+    if 'Timeout' in type(exc).__name__ or isinstance(exc, TimeoutError):
+        return f'no answer in time ({type(exc).__name__}; connect {request_timeout[0]:g}s, read {request_timeout[1]:g}s)'
+    return type(exc).__name__
+
+
 class Kube:
     """PandaDeploy status, Events and Secrets over the Kubernetes API."""
 
     def __init__(self, api_client: kubernetes.client.ApiClient | None = None, *,
-                 logger: Logger | None = None) -> None:
+                 logger: Logger | None = None, request_timeout: tuple[float, float] = REQUEST_TIMEOUT,
+                 call_seconds: float = CALL_SECONDS) -> None:
         self.api_client = api_client or load_client()
+        self.request_timeout, self.call_seconds = request_timeout, call_seconds
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
         self.core = kubernetes.client.CoreV1Api(self.api_client)
         self.logger = logger or logging.getLogger(__name__)
         self.instance = socket.gethostname()
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + self.call_seconds
         for attempt, delay in enumerate((*RETRY_DELAYS, None)):
             try:
-                return fn(*args, **kwargs)
+                return fn(*args, **kwargs, _request_timeout=self.request_timeout)
             except ApiException as exc:
                 if exc.status == 404:
                     raise ObjectGone(f'{what}: not found') from exc
-                if delay is None or not _retryable(exc):
-                    raise KubeError(f'{what}: HTTP {exc.status} {exc.reason}') from exc
+                if exc.status == 403:
+                    raise Forbidden(f'{what}: HTTP 403 {exc.reason}') from exc
+                error: Exception = exc
             except Exception as exc:
-                if delay is None or not _retryable(exc):
-                    raise KubeError(f'{what}: {type(exc).__name__}') from exc
-            self.logger.warning('%s failed (attempt %d); retrying in %.1fs', what, attempt + 1, delay)
+                error = exc
+            message = f'{what}: {_describe(error, self.request_timeout)}'
+            if delay is None or not _retryable(error):
+                raise KubeError(message) from error
+            if time.monotonic() + delay + sum(self.request_timeout) > deadline:
+                raise KubeError(f'{message} (gave up after {attempt + 1} attempts, '
+                                f'{self.call_seconds:g}s for the call)') from error
+            self.logger.warning('%s (attempt %d); retrying in %.1fs', message, attempt + 1, delay)
             time.sleep(delay)
         raise AssertionError('unreachable')
 
@@ -111,11 +148,14 @@ class Kube:
         return body
 
     def read_secret(self, *, namespace: str, name: str) -> dict[str, str] | None:
-        """The Secret's data decoded, or None when it does not exist."""
+        """The Secret's data decoded, or None when it does not exist; `Forbidden` when RBAC denies it."""
         try:
             secret = self._call(f'get secrets/{name}', self.core.read_namespaced_secret, name, namespace)
         except ObjectGone:
             return None
+        except Forbidden as exc:
+            raise Forbidden(f'get secrets/{name} in namespace {namespace}: forbidden',
+                            namespace=namespace, name=name) from exc
         data = {k: base64.b64decode(v).decode('utf-8', 'replace') for k, v in (secret.data or {}).items()}
         data.update(secret.string_data or {})
         return data

@@ -21,8 +21,8 @@ from typing import Any
 import pydantic
 
 from controller import conditions, credentials, tenancy
-from controller.errors import Reason, Stall
-from controller.kube import Kube, KubeError, ObjectGone, merge_diff
+from controller.errors import Reason, SecretForbidden, Stall
+from controller.kube import Forbidden, Kube, KubeError, ObjectGone, merge_diff
 from controller.models import (
     PROMOTE_ANNOTATION,
     Logger,
@@ -172,6 +172,15 @@ class Reconciler:
             logger.info('Deleted: cancelling the run for generation %d', handle.generation)
             await self._stop(handle, RunResult.cancelled)
 
+    async def pause(self, *, body: Mapping[str, Any], logger: Logger) -> None:
+        """Kopf peering paused this replica: stop driving the run as at shutdown; the active peer resumes it."""
+        handle = self._handles.pop(self.key_of(body), None)
+        if handle is not None and not handle.task.done():
+            logger.info('Paused for a peer: the active operator takes over the run for generation %d',
+                        handle.generation)
+            handle.task.cancel('operator paused')
+            await asyncio.gather(handle.task, return_exceptions=True)
+
     async def shutdown(self) -> None:
         """Operator exit: stop waiting on runs; their status says where to resume."""
         tasks = [h.task for h in self._handles.values() if not h.task.done()]
@@ -230,5 +239,7 @@ class Reconciler:
                     lookup=lambda n: self.kube.read_secret(namespace=namespace, name=n))
             except Stall as stall:
                 await recorder.stalled(stall)
+            except Forbidden as exc:  # RBAC: the namespaced-secrets install without this namespace's RoleBinding
+                await recorder.stalled(SecretForbidden(namespace=namespace, name=exc.name))
             await asyncio.sleep(STALL_BACKOFF[min(attempt, len(STALL_BACKOFF) - 1)])
             attempt += 1

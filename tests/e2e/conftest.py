@@ -49,8 +49,9 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 30, what: str = '
 class Operator:
     """`panda-deploy operator` in a subprocess that tests can kill and start again."""
 
-    def __init__(self, *, kubeconfig: pathlib.Path, world: World, log: pathlib.Path, env: dict[str, str]) -> None:
-        self.kubeconfig, self.world, self.log_path, self.extra_env = kubeconfig, world, log, env
+    def __init__(self, *, kubeconfig: pathlib.Path, world: World, log: pathlib.Path, env: dict[str, str],
+                 args: tuple[str, ...] = ('--standalone', '--all-namespaces')) -> None:
+        self.kubeconfig, self.world, self.log_path, self.extra_env, self.args = kubeconfig, world, log, env, args
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -61,7 +62,7 @@ class Operator:
                'PYTHONPATH': str(ROOT), **self.extra_env}
         log = self.log_path.open('ab')
         self.process = subprocess.Popen(
-            [sys.executable, '-m', 'controller', 'operator', '--standalone', '--all-namespaces'],
+            [sys.executable, '-m', 'controller', 'operator', *self.args],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_for(self.healthy, timeout=30, what='the operator to answer /healthz')
 

@@ -47,7 +47,7 @@ MIN_KUBERNETES = '1.29'   # CEL validation rules in the CRD are GA from 1.29
 
 # Components (subdirectories of the base) and the containers each may add
 # that are allowed to be privileged. Nothing else may be.
-COMPONENTS = ('peering', 'dind')
+COMPONENTS = ('peering', 'dind', 'namespaced-secrets')
 PRIVILEGED_SIDECARS = {'dind': {'dind'}}
 
 WRITE_VERBS = {'create', 'update', 'patch', 'delete', 'deletecollection'}
@@ -80,6 +80,8 @@ EXPECTED: dict[str, set[Perm]] = {
         perms('', 'namespaces', 'get'),
 }
 PEERING: set[Perm] = perms('kopf.dev', 'clusterkopfpeerings', 'list', 'watch', 'patch')
+SECRET_GET: set[Perm] = perms('', 'secrets', 'get')
+TENANT = MANIFESTS / 'namespaced-secrets' / 'tenant'   # applied per tenant namespace, not part of a build
 NAMESPACE_WATCH: set[Perm] = perms('', 'namespaces', 'list', 'watch')
 
 
@@ -458,7 +460,11 @@ def test_image_user_matches_the_deployment() -> None:
     user = effective(pod, operator_container(the(base_objects(), 'Deployment')), 'runAsUser')
     assert re.search(rf'^USER {user}(:\d+)?$', dockerfile, re.M), f'Dockerfile: USER {user}'
     assert re.search(rf'^EXPOSE {HTTP_PORT}$', dockerfile, re.M)
-    assert 'ENTRYPOINT ["panda-deploy", "operator"]' in dockerfile
+    assert 'ENTRYPOINT ["tini", "--", "panda-deploy", "operator"]' in dockerfile, 'an init that reaps children'
+    final_stage = dockerfile.split('\nFROM ')[-1]
+    (packages,) = re.findall(r'apt-get install -y --no-install-recommends ([^\\\n]+)', final_stage)
+    # git for clones, ps (procps) for GitPython's kill_after_timeout, tini as PID 1
+    assert {'git', 'ca-certificates', 'procps', 'tini'} <= set(packages.split()), packages
     assert len(re.findall(r'^FROM ', dockerfile, re.M)) == 2, 'two stages'
 
 
@@ -598,9 +604,17 @@ def component_objects() -> dict[str, list[dict[str, Any]]]:
     return {name: resource_objects(MANIFESTS / name) for name in COMPONENTS}
 
 
+def tenant_objects(namespace: str = 'team-a') -> list[dict[str, Any]]:
+    """namespaced-secrets/tenant as `kubectl apply -n NAMESPACE -k` applies it."""
+    objects = copy.deepcopy(resource_objects(TENANT))
+    for obj in objects:
+        obj['metadata']['namespace'] = namespace
+    return objects
+
+
 @pytest.mark.parametrize('version', kubernetes_versions() if kubernetes_validate is not None else ['(not installed)'])
 def test_objects_validate_against_kubernetes_schemas(version: str) -> None:
-    objects = base_objects() + [o for objs in component_objects().values() for o in objs]
+    objects = base_objects() + [o for objs in component_objects().values() for o in objs] + tenant_objects()
     crds = of_kind(objects, 'CustomResourceDefinition')
     used = {validate(obj, version, crds) for obj in objects}
     assert used == {'kubernetes', 'servicemonitor', 'crd'}, used
@@ -738,6 +752,7 @@ def test_kubectl_builds_the_peering_component(tmp_path: pathlib.Path) -> None:
     assert deployment['spec']['replicas'] == 2 and deployment['spec']['strategy']['type'] == 'RollingUpdate'
     args = operator_args(built)
     assert '--peering=panda-deploy' in ' '.join(args) and '--standalone' not in ' '.join(args)
+    assert args[:2] == ['tini', '--'], '`command` replaces the image entrypoint: it must keep tini as PID 1'
     # Kopf pauses all peers of equal priority: each pod must draw its own.
     assert '--priority=$$(( 1 + $$(od' in ' '.join(args), 'a per-pod random priority ($$ escapes $ for Kubernetes)'
     assert the(built, 'ClusterKopfPeering')['metadata']['name'] == 'panda-deploy'
@@ -766,4 +781,86 @@ def test_kubectl_builds_the_dind_component(tmp_path: pathlib.Path) -> None:
     assert granted(built) == all_expected()
     version = kubernetes_versions()[-1]
     for obj in built:
+        validate(obj, version, of_kind(built, 'CustomResourceDefinition'))
+
+
+# ---------------------------------------------------------------- the NetworkPolicy
+
+# Egress ports the operator needs, each with its reason (networkpolicy.yaml says more).
+EGRESS_PORTS = {
+    ('UDP', 53): 'DNS', ('TCP', 53): 'DNS',
+    ('TCP', 443): 'the Kubernetes API behind its Service, GitHub, AWS, registries, HTTPS health checks',
+    ('TCP', 6443): 'the Kubernetes API server where it listens on 6443',
+    ('TCP', 2376): 'a Docker engine over TLS',
+    ('TCP', 80): 'plain HTTP health checks, git over http where allowed',
+    ('TCP', 8080): 'health checks of blue/green test listeners', ('TCP', 8443): 'test listeners over HTTPS',
+}
+METADATA_SERVICE = {'169.254.169.254/32', 'fd00:ec2::254/128'}
+
+
+def test_network_policy_admits_only_the_http_port_and_names_every_egress_port() -> None:
+    objects = base_objects()
+    policy = the(objects, 'NetworkPolicy')['spec']
+    pod_labels = the(objects, 'Deployment')['spec']['template']['metadata']['labels']
+    assert policy['podSelector']['matchLabels'].items() <= pod_labels.items(), 'it selects the operator pod'
+    assert sorted(policy['policyTypes']) == ['Egress', 'Ingress'], 'both directions are restricted'
+    (ingress,) = policy['ingress']
+    assert [(p.get('protocol', 'TCP'), p['port']) for p in ingress['ports']] == [('TCP', 'http')]
+    container_ports = {p['name']: p['containerPort'] for p in operator_container(the(objects, 'Deployment'))['ports']}
+    assert container_ports['http'] == HTTP_PORT, '/metrics and /healthz are on the `http` port'
+    opened: set[tuple[str, int]] = set()
+    for rule in policy['egress']:
+        assert rule.get('ports'), f'an egress rule open on every port: {rule}'
+        ports = {(p.get('protocol', 'TCP'), p['port']) for p in rule['ports']}
+        opened |= ports
+        if ports & {('TCP', 80), ('TCP', 8080)}:   # plain HTTP never reaches the cloud metadata service
+            excepted = {cidr for peer in rule.get('to') or [] for cidr in (peer.get('ipBlock') or {}).get('except', [])}
+            assert rule.get('to') and METADATA_SERVICE <= excepted, f'plain HTTP may reach {METADATA_SERVICE}: {rule}'
+    assert opened == set(EGRESS_PORTS), f'egress ports {sorted(opened)}; documented {sorted(EGRESS_PORTS)}'
+
+
+def test_the_validator_rejects_a_mistaken_network_policy() -> None:
+    version = kubernetes_versions()[-1]
+    policy = copy.deepcopy(the(base_objects(), 'NetworkPolicy'))
+    policy['spec']['egress'][0]['ports'][0]['protocoll'] = 'UDP'
+    with pytest.raises(AssertionError):
+        validate(policy, version, [])
+
+
+# ---------------------------------------------------------------- namespaced Secrets
+
+def test_the_tenant_role_grants_exactly_get_on_secrets_to_the_operator() -> None:
+    objects = tenant_objects()
+    assert {(o['kind'], o['metadata']['name']) for o in objects} == {
+        ('Role', 'panda-deploy-secrets'), ('RoleBinding', 'panda-deploy-secrets')}
+    assert not any('namespace' in o['metadata'] for o in resource_objects(TENANT)), 'the namespace is chosen at apply'
+    assert granted(objects) == SECRET_GET
+    assert kustomization(TENANT)['kind'] == 'Kustomization' and 'namespace' not in kustomization(TENANT)
+
+
+def test_kubectl_builds_the_namespaced_secrets_component(tmp_path: pathlib.Path) -> None:
+    (tmp_path / 'operator').mkdir()
+    built = build_with_component('namespaced-secrets', tmp_path / 'operator')
+    assert_operator_deployment(built)
+    assert granted(built) == all_expected() - SECRET_GET, 'no cluster-wide Secret access left'
+    assert not any(rule['resources'] == ['secrets'] for _, rule in rules(built))
+    assert not [o for o in built if o['metadata']['name'] == 'panda-deploy-secret-reader']
+    # A platform team's kustomization for one tenant namespace.
+    tenant_dir = tmp_path / 'team-a'
+    tenant_dir.mkdir()
+    (tenant_dir / 'kustomization.yaml').write_text(textwrap.dedent(f'''\
+        apiVersion: kustomize.config.k8s.io/v1beta1
+        kind: Kustomization
+        namespace: team-a
+        resources: [{os.path.relpath(TENANT, tenant_dir)}]
+        '''))
+    tenant = build(tenant_dir)
+    assert {o['metadata']['namespace'] for o in tenant} == {'team-a'}
+    (binding,) = of_kind(tenant, 'RoleBinding')
+    assert binding['subjects'] == [{'kind': 'ServiceAccount', 'name': SERVICE_ACCOUNT, 'namespace': NAMESPACE}]
+    assert granted(tenant) == SECRET_GET, 'in the tenant namespace: get on Secrets, nothing else'
+    from_code = {permission_of(*call) for call in kubernetes_calls()}
+    assert granted(built) | granted(tenant) == from_code | kopf_needs(operator_args(built))
+    version = kubernetes_versions()[-1]
+    for obj in built + tenant:
         validate(obj, version, of_kind(built, 'CustomResourceDefinition'))
