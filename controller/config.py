@@ -5,6 +5,7 @@ import dataclasses
 import importlib
 import os
 
+from controller import egress
 from controller.adapters import AdapterFactory
 
 DEFAULT_ADAPTERS = 'controller.adapters.wiring:make_adapters'
@@ -22,6 +23,10 @@ class Config:
     """PANDA_DEPLOY_POLL_SECONDS: how often CodeDeploy progress is polled."""
     adapters: str = DEFAULT_ADAPTERS
     """PANDA_DEPLOY_ADAPTERS: module:function building the adapters of a run (tests put fakes here)."""
+    git_hosts: egress.GitHosts = dataclasses.field(default_factory=egress.GitHosts.default)
+    """PANDA_DEPLOY_GIT_HOSTS: the git hosts a token may be sent to (controller.egress; default github.com)."""
+    health_check_deny: egress.DeniedNetworks = dataclasses.field(default_factory=egress.DeniedNetworks.default)
+    """PANDA_DEPLOY_HEALTH_CHECK_DENY: networks a health check never connects to (controller.egress)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -33,7 +38,10 @@ class Config:
                    http_host=env.get('PANDA_DEPLOY_HTTP_HOST', cls.http_host),
                    http_port=int(env.get('PANDA_DEPLOY_HTTP_PORT', cls.http_port)),
                    poll_seconds=float(env.get('PANDA_DEPLOY_POLL_SECONDS', cls.poll_seconds)),
-                   adapters=env.get('PANDA_DEPLOY_ADAPTERS', cls.adapters))
+                   adapters=env.get('PANDA_DEPLOY_ADAPTERS', cls.adapters),
+                   git_hosts=egress.GitHosts.parse(env.get(egress.GIT_HOSTS_VARIABLE, egress.DEFAULT_GIT_HOSTS)),
+                   health_check_deny=egress.DeniedNetworks.parse(
+                       env.get(egress.HEALTH_CHECK_DENY_VARIABLE, egress.DEFAULT_HEALTH_CHECK_DENY)))
 
     def adapter_factory(self) -> AdapterFactory:
         module, _, name = self.adapters.partition(':')
