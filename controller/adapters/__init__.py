@@ -142,6 +142,7 @@ class Probe:
     status: int | None
     seconds: float
     error: str | None = None
+    denied: bool = False  # the URL's address is one the operator never connects to (PANDA_DEPLOY_HEALTH_CHECK_DENY)
 
 
 class Http(Protocol):

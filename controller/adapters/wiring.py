@@ -27,6 +27,8 @@ from controller.adapters import Adapters, Docker, LogLine, RegistryAuth
 from controller.adapters.aws import session_for
 from controller.adapters.docker import DockerEngine
 from controller.adapters.ecr import EcrRegistry, sandbox_registry
+from controller.adapters.http import HttpProbe
+from controller.config import Config
 from controller.credentials import Credentials
 from controller.errors import Reason, StageFailed
 from controller.models import PandaDeploySpec
@@ -51,6 +53,8 @@ def make_adapters(spec: PandaDeploySpec, credentials: Credentials) -> Adapters:
         docker = SandboxPushRecorder(docker=docker, registry=registry)
     later = {name: _later_adapter(module, cls, system, session=session if aws else None, credentials=credentials)
              for name, (module, cls, system, aws) in LATER_ADAPTERS.items()}
+    egress = Config.from_env()  # issue 12: PANDA_DEPLOY_HEALTH_CHECK_DENY
+    later['http'] = HttpProbe(denied=egress.health_check_deny)
     return Adapters(git=GitRepository(), docker=docker, registry=registry, **later)
 
 

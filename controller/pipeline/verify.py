@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import statistics
 
+from controller.adapters import Probe
 from controller.errors import HealthCheckFailed, Reason, StageFailed
 from controller.models import HealthCheckStatus, HistoryEntry, Promotion, RunResult, StageName, StageResult
 from controller.pipeline.bluegreen import report_lifecycle
@@ -68,7 +69,7 @@ class Verify:
                 # A service created just now answers only once its tasks run and its targets are
                 # healthy (the load balancer says 503 meanwhile): wait for a first good answer,
                 # bounded by the stage timeout, before counting checks.
-                probe = adapters.http.get(url, timeout=check.timeout_seconds)
+                probe = refuse_denied(ctx, adapters.http.get(url, timeout=check.timeout_seconds), url, deployment_id)
                 if probe.status != check.expected_status:
                     ctx.progress(f'Waiting for {url} to answer ({probe.error or f"HTTP {probe.status}"})')
                     return Wait(max(check.interval_seconds, self.poll_seconds))
@@ -76,7 +77,8 @@ class Verify:
                 scratch['first'] = probe  # the first good answer is check 1
             done = len(latencies)
             if done < check.checks:
-                probe = scratch.pop('first', None) or adapters.http.get(url, timeout=check.timeout_seconds)
+                probe = scratch.pop('first', None) or refuse_denied(
+                    ctx, adapters.http.get(url, timeout=check.timeout_seconds), url, deployment_id)
                 latencies.append(probe.seconds)
                 ok = probe.status == check.expected_status
                 if not ok:
@@ -121,6 +123,18 @@ class Verify:
         colour = adapters.loadbalancer.traffic(spec=spec).active_color
         ctx.progress(f'Traffic switched to {colour}')
         return Done(f'Traffic switched to {colour} (deployment {deployment_id})')
+
+
+def refuse_denied(ctx: StageContext, probe: Probe, url: str, deployment_id: str | None) -> Probe:
+    """A URL the operator never connects to (PANDA_DEPLOY_HEALTH_CHECK_DENY) ends the run at once, with an open
+    deployment stopped and rolled back: no retry or wait can change the answer. Any other probe goes on."""
+    if not probe.denied:
+        return probe
+    if deployment_id:
+        ctx.adapters.codedeploy.stop_deployment(deployment_id, rollback=True)
+        ctx.progress('Deployment stopped and rolled back; traffic stays where it was')
+    raise StageFailed(f'Health check URL {url} is not allowed: {probe.error}',
+                      reason=Reason.HEALTH_CHECK_URL_NOT_ALLOWED)
 
 
 def verified_before(ctx: StageContext) -> HistoryEntry | None:
