@@ -95,15 +95,17 @@ class FakeGit:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def resolve(self, *, url: str, branch: str | None, revision: str | None, token: str | None) -> str:
-        self.world.step('git.resolve')
+    def resolve(self, *, url: str, branch: str | None, revision: str | None, token: str | None,
+                cancel: threading.Event | None = None) -> str:
+        self.world.step('git.resolve', cancel)
         if revision:
             return revision
         seed = self.world.script().get('commit', 'one')
         return hashlib.sha1(f'{url}#{branch}#{seed}'.encode()).hexdigest()
 
-    def checkout(self, *, url: str, revision: str, token: str | None, into: pathlib.Path) -> None:
-        self.world.step('git.checkout')
+    def checkout(self, *, url: str, revision: str, token: str | None, into: pathlib.Path,
+                 cancel: threading.Event | None = None) -> None:
+        self.world.step('git.checkout', cancel)
         self.world.log('git.checkout.dir', path=str(into))
         files = self.world.script().get('files', {'Dockerfile': 'FROM scratch\n'})
         for name, content in files.items():

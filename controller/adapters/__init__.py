@@ -28,10 +28,13 @@ class RegistryAuth:
 
 
 class Git(Protocol):
-    def resolve(self, *, url: str, branch: str | None, revision: str | None, token: str | None) -> str:
+    # `cancel` set: the engine abandoned the stage; git stops at once, its processes and all.
+    def resolve(self, *, url: str, branch: str | None, revision: str | None, token: str | None,
+                cancel: threading.Event | None = None) -> str:
         """The commit SHA that `branch` (or `revision`) names on the remote."""
 
-    def checkout(self, *, url: str, revision: str, token: str | None, into: pathlib.Path) -> None:
+    def checkout(self, *, url: str, revision: str, token: str | None, into: pathlib.Path,
+                 cancel: threading.Event | None = None) -> None:
         """A shallow clone of exactly `revision` into the empty directory `into`."""
 
 

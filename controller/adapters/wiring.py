@@ -53,9 +53,9 @@ def make_adapters(spec: PandaDeploySpec, credentials: Credentials) -> Adapters:
         docker = SandboxPushRecorder(docker=docker, registry=registry)
     later = {name: _later_adapter(module, cls, system, session=session if aws else None, credentials=credentials)
              for name, (module, cls, system, aws) in LATER_ADAPTERS.items()}
-    egress = Config.from_env()  # issue 12: PANDA_DEPLOY_HEALTH_CHECK_DENY
+    egress = Config.from_env()  # issue 12: PANDA_DEPLOY_GIT_HOSTS and PANDA_DEPLOY_HEALTH_CHECK_DENY
     later['http'] = HttpProbe(denied=egress.health_check_deny)
-    return Adapters(git=GitRepository(), docker=docker, registry=registry, **later)
+    return Adapters(git=GitRepository(token_hosts=egress.git_hosts), docker=docker, registry=registry, **later)
 
 
 def _later_adapter(module: str, cls: str, system: str, *, session: boto3.session.Session | None,
