@@ -108,6 +108,7 @@ def run_once(*, manifest: str, secret_files: Sequence[str], until: StageName | N
     doc, spec = load_manifest(manifest)
     secrets = load_secrets(secret_files)
     try:
+        config.git_hosts.check_source(spec.source)  # SourceNotAllowed: before any connection, as the operator does
         creds = credentials.resolve(spec, secrets.get)
     except Stall as exc:
         raise InvalidInput(f'{exc.reason}: {exc.message}') from exc

@@ -38,7 +38,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix='deployment-worker')
     engine = Engine(stages=default_stages(poll_seconds=config.poll_seconds), adapters=config.adapter_factory(), pool=pool)
     memo.pool = pool
-    memo.reconciler = Reconciler(kube=Kube(logger=logger), engine=engine, workers=config.workers)
+    memo.reconciler = Reconciler(kube=Kube(logger=logger), engine=engine, workers=config.workers,
+                                 git_hosts=config.git_hosts)
     memo.http = await http.serve(host=config.http_host, port=config.http_port)
     logger.info('panda-deploy: %d workers, metrics on %s:%d', config.workers, config.http_host, config.http_port)
 

@@ -22,6 +22,7 @@ from typing import Any
 import pydantic
 
 from controller import conditions, credentials
+from controller.egress import GitHosts, SourceNotAllowed
 from controller.errors import Reason, Stall
 from controller.kube import Kube, KubeError, ObjectGone, merge_diff
 from controller.models import PandaDeploySpec, PandaDeployStatus, Phase, RunResult, describe_validation_error
@@ -107,9 +108,10 @@ class Handle:
 
 
 class Reconciler:
-    def __init__(self, *, kube: Kube, engine: Engine, workers: int) -> None:
+    def __init__(self, *, kube: Kube, engine: Engine, workers: int, git_hosts: GitHosts | None = None) -> None:
         self.kube = kube
         self.engine = engine
+        self.git_hosts = git_hosts if git_hosts is not None else GitHosts.default()  # PANDA_DEPLOY_GIT_HOSTS
         self.slots = Slots(workers)
         self._handles: dict[Key, Handle] = {}
 
@@ -191,9 +193,13 @@ class Reconciler:
             handle.sink = sink
             try:
                 spec = PandaDeploySpec.model_validate(body.get('spec') or {})
+                self.git_hosts.check_source(spec.source)  # a token only for an allowed host: before anything
             except pydantic.ValidationError as exc:
                 await self._stall(sink, status, generation, Stall(describe_validation_error(exc),
                                                                    reason=Reason.INVALID_SPEC))
+                return
+            except SourceNotAllowed as refused:  # until the spec or the operator's configuration changes
+                await self._stall(sink, status, generation, refused)
                 return
             creds = await self._credentials(sink, status, generation, spec, namespace)
             run = Run(spec=spec, generation=generation, status=status, credentials=creds, sink=sink,
