@@ -43,14 +43,14 @@ CLK_TCK = os.sysconf('SC_CLK_TCK')
 
 # -- adapters used by the operator process --------------------------------------------------------
 
-def make_adapters(spec: Any, credentials: Any, *, registry: str | None = None, root: pathlib.Path | None = None) -> Any:
+def make_adapters(spec: Any, credentials: Any, *, settings: Any = None, root: pathlib.Path | None = None) -> Any:
     """tests.fakes.make_adapters with a constant-time fake HTTP client (always 200)."""
     import dataclasses
 
     from controller.adapters import Probe
     from tests import fakes
 
-    adapters = fakes.make_adapters(spec, credentials, registry=registry, root=root)
+    adapters = fakes.make_adapters(spec, credentials, settings=settings, root=root)
 
     class QuickHttp:
         def __init__(self, world: fakes.World) -> None:

@@ -115,6 +115,7 @@ def run_once(*, manifest: str, secret_files: Sequence[str], until: StageName | N
     doc, spec = load_manifest(manifest)
     secrets = load_secrets(secret_files)
     try:
+        config.git_hosts.check_source(spec.source)  # SourceNotAllowed: before any connection, as the operator does
         meta = doc.get('metadata') or {}  # no cluster: the caller's own AWS identity is allowed (tenancy.py)
         creds = tenancy.resolve(spec, namespace=str(meta.get('namespace') or 'default'),
                                 name=str(meta.get('name') or 'run'), lookup=secrets.get, annotations=None)

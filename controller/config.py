@@ -15,7 +15,8 @@ import importlib
 import os
 from collections.abc import Mapping
 
-from controller.adapters import AdapterFactory, AdapterWiring
+from controller import egress
+from controller.adapters import AdapterFactory, AdapterSettings, AdapterWiring
 
 DEFAULT_ADAPTERS = 'controller.adapters.wiring:make_adapters'
 
@@ -34,6 +35,10 @@ class Config:
     """PANDA_DEPLOY_REGISTRY: `host:port` of a plain OCI registry that receives pushes instead of ECR."""
     adapters: str = DEFAULT_ADAPTERS
     """PANDA_DEPLOY_ADAPTERS: module:function building the adapters of a run (tests put fakes here)."""
+    git_hosts: egress.GitHosts = dataclasses.field(default_factory=egress.GitHosts.default)
+    """PANDA_DEPLOY_GIT_HOSTS: the git hosts a token may be sent to (controller.egress; default github.com)."""
+    health_check_deny: egress.DeniedNetworks = dataclasses.field(default_factory=egress.DeniedNetworks.default)
+    """PANDA_DEPLOY_HEALTH_CHECK_DENY: networks a health check never connects to (controller.egress)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -46,10 +51,17 @@ class Config:
                    http_port=int(env.get('PANDA_DEPLOY_HTTP_PORT', cls.http_port)),
                    poll_seconds=float(env.get('PANDA_DEPLOY_POLL_SECONDS', cls.poll_seconds)),
                    registry=env.get('PANDA_DEPLOY_REGISTRY', '').strip().rstrip('/') or None,
-                   adapters=env.get('PANDA_DEPLOY_ADAPTERS', cls.adapters))
+                   adapters=env.get('PANDA_DEPLOY_ADAPTERS', cls.adapters),
+                   git_hosts=egress.GitHosts.parse(env.get(egress.GIT_HOSTS_VARIABLE, egress.DEFAULT_GIT_HOSTS)),
+                   health_check_deny=egress.DeniedNetworks.parse(
+                       env.get(egress.HEALTH_CHECK_DENY_VARIABLE, egress.DEFAULT_HEALTH_CHECK_DENY)))
 
     def adapter_factory(self) -> AdapterFactory:
         """The `AdapterWiring` PANDA_DEPLOY_ADAPTERS names, with this configuration's settings bound."""
         module, _, name = self.adapters.partition(':')
         wiring: AdapterWiring = getattr(importlib.import_module(module), name or 'make_adapters')
-        return functools.partial(wiring, registry=self.registry)
+        return functools.partial(wiring, settings=self.adapter_settings())
+
+    def adapter_settings(self) -> AdapterSettings:
+        return AdapterSettings(registry=self.registry, git_hosts=self.git_hosts,
+                               health_check_deny=self.health_check_deny)

@@ -21,9 +21,12 @@ class Reason:
     SECRET_NOT_FOUND = 'SecretNotFound'
     SECRET_KEY_NOT_FOUND = 'SecretKeyNotFound'
     SECRET_FORBIDDEN = 'SecretForbidden'
+    SOURCE_NOT_ALLOWED = 'SourceNotAllowed'
     # Stage failures.
     STAGE_TIMEOUT = 'StageTimeout'
     SOURCE_NOT_FOUND = 'SourceNotFound'
+    SOURCE_UNAVAILABLE = 'SourceUnavailable'
+    GIT_NOT_INSTALLED = 'GitNotInstalled'
     REVISION_NOT_FOUND = 'RevisionNotFound'
     SOURCE_AUTH_FAILED = 'SourceAuthFailed'
     DOCKERFILE_NOT_FOUND = 'DockerfileNotFound'
@@ -34,6 +37,7 @@ class Reason:
     SERVICE_UPDATE_FAILED = 'ServiceUpdateFailed'
     BLUE_GREEN_FAILED = 'BlueGreenFailed'
     HEALTH_CHECK_FAILED = 'HealthCheckFailed'
+    HEALTH_CHECK_URL_NOT_ALLOWED = 'HealthCheckURLNotAllowed'
     UNEXPECTED_ERROR = 'UnexpectedError'
     # Stalls: the AWS identity a cluster admin allows in the namespace (controller/tenancy.py).
     OPERATOR_IDENTITY_NOT_ALLOWED = 'OperatorIdentityNotAllowed'

@@ -37,7 +37,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix='deployment-worker')
     engine = build_engine(config=config, pool=pool)
     memo.pool = pool
-    memo.reconciler = Reconciler(kube=Kube(logger=logger), engine=engine, workers=config.workers)
+    memo.reconciler = Reconciler(kube=Kube(logger=logger), engine=engine, workers=config.workers,
+                                 git_hosts=config.git_hosts)
     memo.http = await http.serve(host=config.http_host, port=config.http_port, pool=pool)
     logger.info('panda-deploy: %d workers, metrics on %s:%d', config.workers, config.http_host, config.http_port)
 

@@ -21,6 +21,7 @@ from typing import Any
 import pydantic
 
 from controller import conditions, credentials, tenancy
+from controller.egress import GitHosts, SourceNotAllowed
 from controller.errors import Reason, SecretForbidden, Stall
 from controller.kube import Forbidden, Kube, KubeError, ObjectGone, merge_diff
 from controller.models import (
@@ -113,9 +114,10 @@ class Handle:
 
 
 class Reconciler:
-    def __init__(self, *, kube: Kube, engine: Engine, workers: int) -> None:
+    def __init__(self, *, kube: Kube, engine: Engine, workers: int, git_hosts: GitHosts | None = None) -> None:
         self.kube = kube
         self.engine = engine
+        self.git_hosts = git_hosts if git_hosts is not None else GitHosts.default()  # PANDA_DEPLOY_GIT_HOSTS
         self.slots = Slots(workers)
         self._handles: dict[Key, Handle] = {}
 
@@ -206,8 +208,12 @@ class Reconciler:
             handle.sink = sink
             try:
                 spec = PandaDeploySpec.model_validate(body.get('spec') or {})
+                self.git_hosts.check_source(spec.source)  # a token only for an allowed host: before anything
             except pydantic.ValidationError as exc:
                 await recorder.stalled(Stall(describe_validation_error(exc), reason=Reason.INVALID_SPEC))
+                return
+            except SourceNotAllowed as refused:  # until the spec or the operator's configuration changes
+                await recorder.stalled(refused)
                 return
             creds = await self._credentials(recorder, spec, namespace, name)
             run = Run(spec=spec, credentials=creds, recorder=recorder, logger=logger,

@@ -21,6 +21,7 @@ from typing import Any
 
 from controller.adapters import (
     Adapters,
+    AdapterSettings,
     DeploymentState,
     LifecycleEvent,
     Probe,
@@ -101,15 +102,17 @@ class FakeGit:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def resolve(self, *, url: str, branch: str | None, revision: str | None, token: str | None) -> str:
-        self.world.step('git.resolve')
+    def resolve(self, *, url: str, branch: str | None, revision: str | None, token: str | None,
+                cancel: threading.Event | None = None) -> str:
+        self.world.step('git.resolve', cancel)
         if revision:
             return revision
         seed = self.world.script().get('commit', 'one')
         return hashlib.sha1(f'{url}#{branch}#{seed}'.encode()).hexdigest()
 
-    def checkout(self, *, url: str, revision: str, token: str | None, into: pathlib.Path) -> None:
-        self.world.step('git.checkout')
+    def checkout(self, *, url: str, revision: str, token: str | None, into: pathlib.Path,
+                 cancel: threading.Event | None = None) -> None:
+        self.world.step('git.checkout', cancel)
         self.world.log('git.checkout.dir', path=str(into))
         files = self.world.script().get('files', {'Dockerfile': 'FROM scratch\n'})
         for name, content in files.items():
@@ -290,9 +293,9 @@ class MemorySink:
         self.lines.append(line)
 
 
-def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *, registry: str | None = None,
+def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *, settings: AdapterSettings | None = None,
                   root: pathlib.Path | None = None) -> Adapters:
-    """An `AdapterWiring` of fakes; `registry` (PANDA_DEPLOY_REGISTRY) is ignored: fakes push nowhere."""
+    """An `AdapterWiring` of fakes; `settings` (registry, git hosts, health-check deny-list) are ignored."""
     world = World(root or pathlib.Path(os.environ['PANDA_FAKE_DIR']))
     world.log('adapters.made')
     return Adapters(git=FakeGit(world), docker=FakeDocker(world), registry=FakeRegistry(world, spec.aws.region),

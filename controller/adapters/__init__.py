@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from controller.credentials import Credentials
+from controller.egress import DeniedNetworks, GitHosts
 from controller.models import PandaDeploySpec
 
 LogLine = Callable[[str], None]
@@ -28,10 +29,13 @@ class RegistryAuth:
 
 
 class Git(Protocol):
-    def resolve(self, *, url: str, branch: str | None, revision: str | None, token: str | None) -> str:
+    # `cancel` set: the engine abandoned the stage; git stops at once, its processes and all.
+    def resolve(self, *, url: str, branch: str | None, revision: str | None, token: str | None,
+                cancel: threading.Event | None = None) -> str:
         """The commit SHA that `branch` (or `revision`) names on the remote."""
 
-    def checkout(self, *, url: str, revision: str, token: str | None, into: pathlib.Path) -> None:
+    def checkout(self, *, url: str, revision: str, token: str | None, into: pathlib.Path,
+                 cancel: threading.Event | None = None) -> None:
         """A shallow clone of exactly `revision` into the empty directory `into`."""
 
 
@@ -171,6 +175,7 @@ class Probe:
     status: int | None
     seconds: float
     error: str | None = None
+    denied: bool = False  # the URL's address is one the operator never connects to (PANDA_DEPLOY_HEALTH_CHECK_DENY)
 
 
 class Http(Protocol):
@@ -192,11 +197,20 @@ class Adapters:
 AdapterFactory = Callable[[PandaDeploySpec, Credentials], Adapters]
 
 
+@dataclasses.dataclass(frozen=True)
+class AdapterSettings:
+    """The operator's settings the adapters need, read once by `controller.config` and bound at start-up."""
+    registry: str | None = None
+    """PANDA_DEPLOY_REGISTRY: `host:port` of a plain OCI registry that receives pushes instead of ECR."""
+    git_hosts: GitHosts = dataclasses.field(default_factory=GitHosts.default)
+    """PANDA_DEPLOY_GIT_HOSTS: where a token may be sent."""
+    health_check_deny: DeniedNetworks = dataclasses.field(default_factory=DeniedNetworks.default)
+    """PANDA_DEPLOY_HEALTH_CHECK_DENY: networks a health check never connects to."""
+
+
 class AdapterWiring(Protocol):
     """What PANDA_DEPLOY_ADAPTERS names (`module:function`): an `AdapterFactory` that also takes the
-    operator's settings for the adapters, which `Config.adapter_factory` binds once at start-up.
-
-    `registry` is PANDA_DEPLOY_REGISTRY: `host:port` of a plain OCI registry that receives the pushes
-    instead of ECR, or None for ECR itself. Fakes may ignore it.
+    operator's `AdapterSettings`, which `Config.adapter_factory` binds once at start-up. Fakes may ignore them.
     """
-    def __call__(self, spec: PandaDeploySpec, credentials: Credentials, *, registry: str | None) -> Adapters: ...
+    def __call__(self, spec: PandaDeploySpec, credentials: Credentials, *,
+                 settings: AdapterSettings | None = None) -> Adapters: ...

@@ -6,13 +6,13 @@ in a worker thread at a run's first stage and calls nothing remote: each
 adapter connects on first use, so a run that finds its image in ECR needs no
 Docker engine.
 
-Here, and only here, the registry is chosen: ECR, or with a `registry`
-address (PANDA_DEPLOY_REGISTRY) the plain registry of
+Here, and only here, the registry is chosen: ECR, or with `settings.registry`
+(PANDA_DEPLOY_REGISTRY) the plain registry of
 `controller.adapters.plain_registry`, whose pushes are recorded in ECR.
 """
 from __future__ import annotations
 
-from controller.adapters import Adapters, Docker, Registry
+from controller.adapters import Adapters, AdapterSettings, Docker, Registry
 from controller.adapters.aws import session_for
 from controller.adapters.codedeploy import CodeDeployDeployments
 from controller.adapters.docker import DockerEngine
@@ -26,22 +26,24 @@ from controller.credentials import Credentials
 from controller.models import PandaDeploySpec
 
 
-def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *, registry: str | None) -> Adapters:
-    """The real adapters for a run of `spec` with `credentials`; pushes go to `registry` when given, else ECR."""
+def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *,
+                  settings: AdapterSettings | None = None) -> Adapters:
+    """The real adapters for a run of `spec` with `credentials`; pushes go to `settings.registry` when set, else ECR."""
+    settings = settings or AdapterSettings()
     session = session_for(spec.aws, credentials)
     images: Registry
     docker: Docker
-    if registry is None:
+    if settings.registry is None:
         images, docker = EcrRegistry(session=session, credentials=credentials), DockerEngine()
     else:
-        plain = PlainRegistry(address=registry, session=session, credentials=credentials)
+        plain = PlainRegistry(address=settings.registry, session=session, credentials=credentials)
         images, docker = plain, PushRecorder(docker=DockerEngine(), registry=plain)
     return Adapters(
-        git=GitRepository(),
+        git=GitRepository(token_hosts=settings.git_hosts),
         docker=docker,
         registry=images,
         ecs=EcsService(session=session, credentials=credentials),
         codedeploy=CodeDeployDeployments(session=session, credentials=credentials),
         loadbalancer=ListenerTraffic(session=session, credentials=credentials),
-        http=HttpProbe(),
+        http=HttpProbe(denied=settings.health_check_deny),
     )

@@ -113,7 +113,7 @@ class Build:
         resolved = not revision
         if not revision:
             revision = adapters.git.resolve(url=source.clone_url, branch=source.effective_branch,
-                                            revision=source.revision, token=token)
+                                            revision=source.revision, token=token, cancel=ctx.cancel)
         ctx.progress(f'Revision {revision[:7]} of {source.repo or source.url}'
                      + (f' branch {source.effective_branch}' if source.effective_branch else ''))
 
@@ -131,7 +131,8 @@ class Build:
         with tempfile.TemporaryDirectory(prefix=tempdirs.prefix('src')) as tmp:
             checkout = pathlib.Path(tmp) / 'src'
             checkout.mkdir(mode=0o700)
-            adapters.git.checkout(url=source.clone_url, revision=revision, token=token, into=checkout)
+            adapters.git.checkout(url=source.clone_url, revision=revision, token=token, into=checkout,
+                                  cancel=ctx.cancel)
             ctx.progress('Repository cloned')
             try:
                 dockerfile, context = find_dockerfile(checkout, path=source.dockerfile, context=source.context)

@@ -145,7 +145,7 @@ class Verify:
         load balancer says 503 meanwhile): wait for a first good answer, bounded by the stage timeout,
         before counting checks."""
         check = ctx.spec.health_check
-        probe = ctx.adapters.http.get(progress.url, timeout=check.timeout_seconds)
+        probe = probe_once(ctx, progress.url)
         if probe.status != check.expected_status:
             ctx.progress(f'Waiting for {progress.url} to answer ({probe.error or f"HTTP {probe.status}"})')
             return Wait(max(check.interval_seconds, self.poll_seconds))
@@ -160,7 +160,7 @@ class Verify:
         done = len(progress.latencies)
         probe, progress.first = progress.first, None
         if probe is None:
-            probe = ctx.adapters.http.get(progress.url, timeout=check.timeout_seconds)
+            probe = probe_once(ctx, progress.url)
         progress.latencies.append(probe.seconds)
         ok = probe.status == check.expected_status
         if not ok:
@@ -210,6 +210,24 @@ class Verify:
         colour = ctx.adapters.loadbalancer.traffic(spec=ctx.spec).active_color
         ctx.progress(f'Traffic switched to {colour}')
         return Done(f'Traffic switched to {colour} (deployment {deployment_id})')
+
+
+def probe_once(ctx: StageContext, url: str) -> Probe:
+    """One GET of the health-check URL; a URL the operator may not reach ends the stage (`refuse_denied`)."""
+    probe = ctx.adapters.http.get(url, timeout=ctx.spec.health_check.timeout_seconds)
+    return refuse_denied(ctx, probe, url, ctx.status.code_deploy_deployment_id)
+
+
+def refuse_denied(ctx: StageContext, probe: Probe, url: str, deployment_id: str | None) -> Probe:
+    """A URL the operator never connects to (PANDA_DEPLOY_HEALTH_CHECK_DENY) ends the run at once, with an open
+    deployment stopped and rolled back: no retry or wait can change the answer. Any other probe goes on."""
+    if not probe.denied:
+        return probe
+    if deployment_id:
+        ctx.adapters.codedeploy.stop_deployment(deployment_id, rollback=True)
+        ctx.progress('Deployment stopped and rolled back; traffic stays where it was')
+    raise StageFailed(f'Health check URL {url} is not allowed: {probe.error}',
+                      reason=Reason.HEALTH_CHECK_URL_NOT_ALLOWED)
 
 
 def verified_before(ctx: StageContext) -> HistoryEntry | None:

@@ -8,7 +8,7 @@ import os
 import pathlib
 from typing import Any
 
-from controller.adapters import Adapters
+from controller.adapters import Adapters, AdapterSettings
 from controller.adapters.aws import aws_error, client, session_for
 from controller.credentials import Credentials
 from controller.errors import Reason
@@ -34,8 +34,8 @@ class CallerRecordingRegistry:
         return getattr(self.registry, name)
 
 
-def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *, registry: str | None = None) -> Adapters:
-    adapters = fakes.make_adapters(spec, credentials, registry=registry)
+def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *, settings: AdapterSettings | None = None) -> Adapters:
+    adapters = fakes.make_adapters(spec, credentials, settings=settings)
     world = fakes.World(pathlib.Path(os.environ['PANDA_FAKE_DIR']))
     adapters.registry = CallerRecordingRegistry(adapters.registry, session_for(spec.aws, credentials), world)
     return adapters

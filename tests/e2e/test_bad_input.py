@@ -31,12 +31,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import datetime
 import http.server
 import io
 import json
 import os
 import pathlib
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -72,6 +74,9 @@ OWNER = 'bad-input'  # the repositories' parent directory: ECR repository `bad-i
 OUTCOME_TIMEOUT = 150.0
 BAD = sorted((ROOT / 'examples' / 'bad').glob('*.yaml'))
 FAILURES = 'panda_deploy_stage_failures_total'
+# The operator's deny-list for health checks: the default, and one loopback address a case can listen on.
+DENIED_HOST = '127.0.0.9'
+HEALTH_CHECK_DENY = f'169.254.0.0/16,fd00:ec2::254/128,{DENIED_HOST}/32'
 RUNS = 'panda_deploy_runs_total'
 
 
@@ -141,7 +146,8 @@ def bed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFac
     deployment_ids: set[str] = set()
     with contextlib.ExitStack() as stack:
         try:
-            sandbox = start_sandbox(stack, docker_client, ProgressPrinter(out=io.StringIO()))
+            sandbox = start_sandbox(stack, docker_client, ProgressPrinter(out=io.StringIO()),
+                                    operator_env={'PANDA_DEPLOY_HEALTH_CHECK_DENY': HEALTH_CHECK_DENY})
         except localdocker.Unavailable as exc:
             unavailable(str(exc))
         stack.callback(_remove_images, docker_client, deployment_ids)
@@ -469,6 +475,53 @@ def test_a_spec_the_schema_admits_but_the_operator_refuses_stalls_as_invalid_spe
                    says=('spec.timeouts.stageSeconds: must be between 1 second and 7 days',))
 
 
+class _Listener:
+    """A TCP port that counts the connections made to it (and answers none)."""
+
+    def __init__(self, host: str) -> None:
+        self.sock = socket.create_server((host, 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+def test_a_token_for_a_git_host_the_operator_does_not_allow_stalls_before_any_connection(bed: Bed):
+    """The sandbox's operator sends tokens to github.com, http://127.0.0.1 (any port) and file:// only
+    (PANDA_DEPLOY_GIT_HOSTS): 127.0.0.2 is another host. Stalled until the spec or that setting changes,
+    though the Secret is there to be sent: no run starts (no stage, no deployment id) and the port counts no
+    connection. (Without the check, git goes there through the sandbox's HTTP proxy, token ready.)"""
+    bed.main.cluster.apply_secrets(**{'gh-elsewhere': {'token': 'ghp_' + 'E' * 36}})
+    listener = _Listener('127.0.0.2')
+    try:
+        url = f'http://127.0.0.2:{listener.port}/{OWNER}/token-elsewhere.git'
+        spec = spec_for(bed, 'token-elsewhere', url, source={'tokenSecretRef': {'name': 'gh-elsewhere'}})
+        outcome = run_case(bed, 'token-elsewhere', spec, stall=True)
+    finally:
+        listener.close()
+    assert listener.connections == 0, 'something connected to the host the token was aimed at'
+    assert_stalled(outcome, reason='SourceNotAllowed',
+                   says=(f'spec.source.url {url} may not be sent the token of spec.source.tokenSecretRef',
+                         'PANDA_DEPLOY_GIT_HOSTS (github.com,http://127.0.0.1:*,file://)',
+                         f'http://127.0.0.2:{listener.port} is not one of them'))
+
+
 # ---------------------------------------------------------------------------------------------
 # Stage 1 failures: source and Dockerfile.
 
@@ -628,6 +681,31 @@ class _HealthHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
+
+
+def test_a_health_check_url_the_operator_denies_fails_at_once_without_a_request(bed: Bed):
+    """PANDA_DEPLOY_HEALTH_CHECK_DENY (here the default plus 127.0.0.9, where the test listens): Verify fails
+    HealthCheckURLNotAllowed at its first check instead of waiting for an answer until the stage timeout, and
+    nothing connects (not even through the sandbox's HTTP proxy, which the URL would take)."""
+    bare = make_repo(bed.repos, 'denied-check', {'Dockerfile': DOCKERFILE})
+    listener = _Listener(DENIED_HOST)
+    try:
+        url = f'http://{DENIED_HOST}:{listener.port}/latest/meta-data/'
+        spec = spec_for(bed, 'denied-check', bare.as_uri(), healthCheck={'url': url})
+        outcome = run_case(bed, 'denied-check', spec)
+    finally:
+        listener.close()
+    sha, repository = sha_of(bare), f'{OWNER}-denied-check'
+    assert listener.connections == 0, 'the health check connected'
+    assert_failed(outcome, stage='Verify', reason='HealthCheckURLNotAllowed',
+                  says=(f'Health check URL {url} is not allowed: {DENIED_HOST} is in {DENIED_HOST}/32',
+                        'PANDA_DEPLOY_HEALTH_CHECK_DENY'),
+                  aws={f'ecr-repository {repository}', f'ecr-image {repository}:{sha}', f'registry {repository}',
+                       'task-definition denied-check:1', f'ecs-service {bed.sandbox.world.cluster}/denied-check'})
+    verify = outcome.status['stages'][-1]
+    seconds = (datetime.datetime.fromisoformat(verify['completedAt'].replace('Z', '+00:00'))
+               - datetime.datetime.fromisoformat(verify['startedAt'].replace('Z', '+00:00'))).total_seconds()
+    assert seconds < 10, f'Verify took {seconds:.0f}s: it waited instead of failing at once'
 
 
 def test_a_failing_health_check_fails_naming_the_url_and_moves_no_traffic(bed: Bed):

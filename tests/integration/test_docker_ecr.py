@@ -450,7 +450,7 @@ def test_aws_error_mapping(error: Exception, kind: type, reason: str | None, cre
 
 def test_make_adapters_wires_the_real_adapters(aws_endpoint: str) -> None:
     spec = PandaDeploySpec.model_validate({'source': {'repo': 'your-org/app'}, 'aws': {'region': REGION}})
-    adapters = wiring.make_adapters(spec, aws_keys(), registry=None)
+    adapters = wiring.make_adapters(spec, aws_keys())
     assert type(adapters.docker) is DockerEngine
     assert type(adapters.registry) is EcrRegistry
     assert type(adapters.git) is GitRepository

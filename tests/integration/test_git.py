@@ -18,10 +18,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import git.cmd
 import pytest
 
+from controller.adapters import gitprocess
 from controller.adapters.git import GitRepository, RevisionNotFound, SourceAuthFailed, SourceNotFound, display_url
+from controller.egress import GitHosts
 from controller.errors import Reason, StageFailed, Transient
 from tests.integration.githttp import GitHttpServer, serving
 
@@ -73,9 +74,13 @@ def origin(tmp_path: pathlib.Path) -> Origin:
     return Origin(tmp_path)
 
 
+# The test's git servers run here: tokens may go to them (PANDA_DEPLOY_GIT_HOSTS in the operator).
+LOCAL_HOSTS = GitHosts.parse('http://127.0.0.1:*')
+
+
 @pytest.fixture
 def adapter() -> GitRepository:
-    return GitRepository(fetch_timeout=30, ls_remote_timeout=15)
+    return GitRepository(fetch_timeout=30, ls_remote_timeout=15, token_hosts=LOCAL_HOSTS)
 
 
 @pytest.fixture
@@ -191,16 +196,16 @@ def test_checkout_falls_back_to_the_branch_at_that_commit(adapter: GitRepository
                                                           tmp_path: pathlib.Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A server that refuses every want-by-SHA: the branch whose tip it is gets fetched shallow."""
-    real = git.cmd.Git.execute
+    real = gitprocess.run
     refused: list[str] = []
 
-    def refuse_sha(self: git.cmd.Git, command: list[str], **kwargs: Any) -> Any:
-        if command[:2] == ['git', 'fetch'] and command[-1] == origin.feature:
-            refused.append(command[-1])
-            raise git.exc.GitCommandError(command, 128, b'fatal: remote error: upload-pack: not our ref')
-        return real(self, command, **kwargs)
+    def refuse_sha(argv: list[str], **kwargs: Any) -> gitprocess.Finished:
+        if argv[:2] == ['git', 'fetch'] and argv[-1] == origin.feature:
+            refused.append(argv[-1])
+            return gitprocess.Finished(status=128, stdout='', stderr='fatal: remote error: upload-pack: not our ref')
+        return real(argv, **kwargs)
 
-    monkeypatch.setattr(git.cmd.Git, 'execute', refuse_sha)
+    monkeypatch.setattr(gitprocess, 'run', refuse_sha)
     adapter.checkout(url=origin.url, revision=origin.feature, token=None, into=tmp_path / 'clone')
     assert refused == [origin.feature]
     assert_shallow_checkout(tmp_path / 'clone', origin.feature)
@@ -303,13 +308,13 @@ def test_token_never_in_argv_files_or_logs(adapter: GitRepository, origin: Origi
                                            caplog: pytest.LogCaptureFixture) -> None:
     header = base64.b64encode(f'x-access-token:{token}'.encode()).decode()
     calls: list[tuple[list[str], dict[str, str]]] = []
-    real_popen = git.cmd.safer_popen
+    real_spawn = gitprocess.spawn
 
-    def recording_popen(command: list[str], **kwargs: Any) -> Any:
-        calls.append((list(command), dict(kwargs.get('env') or {})))
-        return real_popen(command, **kwargs)
+    def recording_spawn(argv: list[str], **kwargs: Any) -> Any:
+        calls.append((list(argv), dict(kwargs.get('env') or {})))
+        return real_spawn(argv, **kwargs)
 
-    monkeypatch.setattr(git.cmd, 'safer_popen', recording_popen)
+    monkeypatch.setattr(gitprocess, 'spawn', recording_spawn)
     sampled: list[str] = []
     stop = threading.Event()
 
@@ -374,5 +379,6 @@ def test_a_hung_server_times_out_as_transient(token: str) -> None:
         url = f'http://127.0.0.1:{silent.getsockname()[1]}/app.git'
         started = time.monotonic()
         with pytest.raises(Transient, match='timed out after 1 seconds'):
-            GitRepository(ls_remote_timeout=1).resolve(url=url, branch='main', revision=None, token=token)
+            GitRepository(ls_remote_timeout=1, token_hosts=LOCAL_HOSTS).resolve(url=url, branch='main',
+                                                                                revision=None, token=token)
         assert time.monotonic() - started < 10

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import functools
 import hashlib
 import http.server
 import logging
@@ -193,7 +192,7 @@ def prepare(spec: PandaDeploySpec, *, revision: str, status: PandaDeployStatus |
 
 async def drive(run: Run, sink: MemorySink) -> Rollout:
     with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix='rollout-worker') as pool:
-        adapters = functools.partial(make_adapters, registry=None)  # ECR; nothing is pushed here
+        adapters = make_adapters  # ECR (no registry set); nothing is pushed here
         engine = Engine(stages=default_stages(poll_seconds=POLL_SECONDS), adapters=adapters, pool=pool)
         result = await engine.drive(run)
     return Rollout(result=result, run=run, sink=sink)

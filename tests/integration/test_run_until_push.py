@@ -99,7 +99,8 @@ def run_until_push(tmp_path: pathlib.Path, registry: str, endpoint: str,
     temp_root.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith('AWS_')}
     env.update(AWS_ENDPOINT_URL=endpoint, AWS_EC2_METADATA_DISABLED='true', PANDA_DEPLOY_REGISTRY=registry,
-               TMPDIR=str(temp_root), HOME=str(tmp_path / 'home'), PYTHONPATH=str(ROOT))
+               TMPDIR=str(temp_root), HOME=str(tmp_path / 'home'), PYTHONPATH=str(ROOT),
+               PANDA_DEPLOY_GIT_HOSTS='http://127.0.0.1:*')  # the token goes to the test's git server
     env.pop('PANDA_DEPLOY_ADAPTERS', None)
     return subprocess.run([sys.executable, '-m', 'controller', 'run', '-f', 'app.yaml', '-s', 'secrets.yaml',
                            '--until', 'Push', '--status-out', out],

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from controller.adapters import wiring
+from controller.adapters import AdapterSettings, wiring
 from controller.config import DEFAULT_ADAPTERS, Config
 
 CALLS: list[tuple[Any, Any, dict[str, Any]]] = []
@@ -61,8 +61,8 @@ def test_default_adapter_factory_is_the_real_wiring_with_the_registry_bound() ->
     factory = Config(registry='127.0.0.1:5000').adapter_factory()
     assert isinstance(factory, functools.partial)
     assert factory.func is wiring.make_adapters
-    assert factory.keywords == {'registry': '127.0.0.1:5000'}
-    assert Config().adapter_factory().keywords == {'registry': None}
+    assert factory.keywords == {'settings': AdapterSettings(registry='127.0.0.1:5000')}
+    assert Config().adapter_factory().keywords == {'settings': AdapterSettings()}
 
 
 def test_named_adapter_wiring_gets_spec_credentials_and_the_registry() -> None:
@@ -71,7 +71,7 @@ def test_named_adapter_wiring_gets_spec_credentials_and_the_registry() -> None:
                               'PANDA_DEPLOY_REGISTRY': '127.0.0.1:5000'})
     factory = config.adapter_factory()
     assert factory('spec', 'credentials') == 'adapters'
-    assert CALLS == [('spec', 'credentials', {'registry': '127.0.0.1:5000'})]
+    assert CALLS == [('spec', 'credentials', {'settings': AdapterSettings(registry='127.0.0.1:5000')})]
 
 
 def test_adapter_wiring_without_a_function_name_means_make_adapters() -> None:

@@ -198,10 +198,10 @@ def test_without_a_cluster_nothing_is_read_and_the_callers_identity_is_allowed()
 CAPTURED: list[Any] = []
 
 
-def capturing_wiring(spec: PandaDeploySpec, creds: Any, *, registry: str | None) -> Any:
+def capturing_wiring(spec: PandaDeploySpec, creds: Any, *, settings: Any = None) -> Any:
     """An `AdapterWiring`: the fakes, after noting the credentials the run hands its adapters."""
     CAPTURED.append(creds)
-    return fakes.make_adapters(spec, creds, registry=registry)
+    return fakes.make_adapters(spec, creds, settings=settings)
 
 
 def test_the_command_line_acts_as_its_caller_in_a_session_named_for_the_manifest(

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from controller.adapters import Adapters, RegistryAuth
+from controller.adapters import Adapters, AdapterSettings, RegistryAuth
 from controller.adapters.aws import session_for
 from controller.adapters.codedeploy import CodeDeployDeployments
 from controller.adapters.docker import DockerEngine
@@ -46,7 +46,7 @@ def assert_aws_and_http_adapters(adapters: Adapters) -> None:
 
 
 def test_without_a_registry_pushes_go_to_ecr() -> None:
-    adapters = make_adapters(SPEC, CREDENTIALS, registry=None)
+    adapters = make_adapters(SPEC, CREDENTIALS)
     assert type(adapters.registry) is EcrRegistry
     assert type(adapters.docker) is DockerEngine
     assert adapters.registry.push_target(repository_uri=URI, tag='abc') == f'{URI}:abc'
@@ -54,7 +54,7 @@ def test_without_a_registry_pushes_go_to_ecr() -> None:
 
 
 def test_with_a_registry_pushes_go_there_and_are_recorded_in_ecr() -> None:
-    adapters = make_adapters(SPEC, CREDENTIALS, registry='127.0.0.1:5000')
+    adapters = make_adapters(SPEC, CREDENTIALS, settings=AdapterSettings(registry='127.0.0.1:5000'))
     assert type(adapters.registry) is PlainRegistry
     assert type(adapters.docker) is PushRecorder
     assert adapters.registry.push_target(repository_uri=URI, tag='abc') == '127.0.0.1:5000/your-org-app:abc'
@@ -62,9 +62,9 @@ def test_with_a_registry_pushes_go_there_and_are_recorded_in_ecr() -> None:
 
 
 def test_the_environment_does_not_choose(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only the `registry` argument does (Config reads PANDA_DEPLOY_REGISTRY, once)."""
+    """Only `settings.registry` does (Config reads PANDA_DEPLOY_REGISTRY, once)."""
     monkeypatch.setenv('PANDA_DEPLOY_REGISTRY', '127.0.0.1:5000')
-    adapters = make_adapters(SPEC, CREDENTIALS, registry=None)
+    adapters = make_adapters(SPEC, CREDENTIALS)
     assert type(adapters.registry) is EcrRegistry
     assert type(adapters.docker) is DockerEngine
 

@@ -27,7 +27,9 @@ def operator_environment(*, kubeconfig: pathlib.Path, aws_url: str, registry: st
                AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull, PANDA_DEPLOY_REGISTRY=registry,
                PANDA_DEPLOY_HTTP_HOST='127.0.0.1', PANDA_DEPLOY_HTTP_PORT=str(http_port),
                PANDA_DEPLOY_POLL_SECONDS='1', http_proxy=proxy_url, HTTP_PROXY=proxy_url,
-               no_proxy='127.0.0.1,localhost', NO_PROXY='127.0.0.1,localhost')
+               no_proxy='127.0.0.1,localhost', NO_PROXY='127.0.0.1,localhost',
+               # tokens may go to the sandbox's own git servers (loopback http, file://), as well as GitHub
+               PANDA_DEPLOY_GIT_HOSTS='github.com,http://127.0.0.1:*,file://')
     return env
 
 
