@@ -27,7 +27,7 @@ PLURAL = 'pandadeploys'
 SINGULAR = 'pandadeploy'
 SHORT_NAMES = ('pd',)
 API_VERSION = f'{GROUP}/{VERSION}'
-PROMOTE_ANNOTATION = f'{GROUP}/promote'  # on the resource: the run waiting for manual promotion may shift traffic
+PROMOTE_ANNOTATION = f'{GROUP}/promote'  # value: the deploymentId of the one run whose manual promotion may go on
 
 # Kubernetes object names (DNS-1123 subdomain) and Secret keys.
 _DNS_NAME = r'^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$'
@@ -229,7 +229,7 @@ class BlueGreen(Model):
     code_deploy: CodeDeploy = CodeDeploy()
     """CodeDeploy application, deployment group and config."""
     promotion: Promotion = Promotion.auto
-    """auto: shift traffic once green passes its checks; manual: also wait for the deploy.panda.dev/promote annotation."""
+    """auto: shift traffic once green passes its checks; manual: also wait for deploy.panda.dev/promote=<the run's deploymentId>."""
     hooks: Hooks | None = None
     """Lifecycle hook functions."""
     load_balancer: LoadBalancer | None = None

@@ -8,6 +8,10 @@ that wait are shown as Pending/Queued. A new generation supersedes the run in
 flight; deletion cancels it. Preflight problems (invalid spec, missing
 Secret) stall the resource with a reason and are retried with backoff, so it
 recovers by itself once fixed.
+
+The promote annotation names the run it approves (its `deploymentId`).
+Annotations bump no generation, so Kopf hands every watch event to
+`annotated`: it keeps the promote value for the waiting run to read.
 """
 from __future__ import annotations
 
@@ -118,16 +122,11 @@ class Reconciler:
         self.engine = engine
         self.slots = Slots(workers)
         self._handles: dict[Key, Handle] = {}
+        self._annotations: dict[Key, dict[str, str]] = {}  # promote, as last seen on the watch stream
 
     @staticmethod
     def key_of(body: Mapping[str, Any]) -> Key:
         return body['metadata']['namespace'], body['metadata']['name']
-
-    def promote_requested(self, key: Key) -> bool:
-        """Whether the resource carries the promote annotation now (read while a run waits for it)."""
-        body = self.kube.get(namespace=key[0], name=key[1]) or {}
-        value = str((body.get('metadata', {}).get('annotations') or {}).get(PROMOTE_ANNOTATION, ''))
-        return value.lower() not in ('', 'false', '0', 'no')
 
     def running(self, key: Key) -> bool:
         handle = self._handles.get(key)
@@ -163,6 +162,21 @@ class Reconciler:
         if stalled is not None and stalled.status == 'True':
             return stalled.reason != Reason.INVALID_SPEC  # an invalid spec waits for a new generation
         return status.phase in (None, Phase.pending, Phase.progressing)
+
+    # -- the promote annotation ------------------------------------------------------------
+
+    def approval(self, key: Key) -> str | None:
+        """The promote annotation's value now: the deploymentId it approves (read while a run waits for it)."""
+        return self._annotations.get(key, {}).get(PROMOTE_ANNOTATION)
+
+    async def annotated(self, *, body: Mapping[str, Any], deleted: bool, logger: Logger) -> None:
+        """A watch event: keep the resource's promote value for the run waiting for it."""
+        key = self.key_of(body)
+        if deleted:
+            self._annotations.pop(key, None)
+            return
+        found = body['metadata'].get('annotations') or {}
+        self._annotations[key] = {name: str(found[name]) for name in (PROMOTE_ANNOTATION,) if found.get(name)}
 
     async def forget(self, *, body: Mapping[str, Any], logger: Logger) -> None:
         """The resource is being deleted: cancel its run (AWS resources stay)."""
@@ -202,7 +216,7 @@ class Reconciler:
                 return
             creds = await self._credentials(recorder, spec, namespace)
             run = Run(spec=spec, credentials=creds, recorder=recorder, logger=logger,
-                      promote_requested=lambda: self.promote_requested(key))
+                      approval=lambda: self.approval(key))
             handle.run = run
             # A run that had started for this generation when the operator stopped: pick it up.
             resuming = (status.observed_generation == generation and status.deployment_id is not None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import string
 import threading
 from collections.abc import Mapping
@@ -43,6 +44,9 @@ class Sink(Protocol):
 
     def progress(self, line: str) -> None:
         """One progress line (log or print); called from worker threads too."""
+
+
+DEPLOYMENT_ID = re.compile(r'dep_[a-z0-9]{10}')  # what new_deployment_id makes
 
 
 def new_deployment_id() -> str:

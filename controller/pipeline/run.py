@@ -28,7 +28,8 @@ class Run:
     credentials: Credentials
     recorder: Recorder
     logger: Logger
-    promote_requested: Callable[[], bool] = lambda: False
+    # The promote annotation's value now: the deploymentId it approves (None: absent).
+    approval: Callable[[], str | None] = lambda: None
     # In-memory state shared by the run's stages (lost on restart; nothing in it is needed to resume).
     scratch: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Set by whoever cancels the run: Superseded or Cancelled. None (operator shutdown): the run is
