@@ -58,8 +58,8 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: 
 
 @kopf.on.event(*RESOURCE)
 async def annotated(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """Every watch event: annotations bump no generation (and the diff-base ignores them), so the promote
-    annotation reaches the reconciler here."""
+    """Every watch event: annotations bump no generation (and the diff-base ignores them), so the promote and
+    abort annotations reach the reconciler here."""
     await memo.reconciler.annotated(body=dict(body), deleted=event['type'] == 'DELETED', logger=logger)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from controller.credentials import Credentials, credentials_used, redact
-from controller.errors import PandaDeployError
+from controller.errors import PandaDeployError, StageFailed
 from controller.models import Logger, PandaDeploySpec, PandaDeployStatus, RunResult
 from controller.pipeline.recorder import Recorder
 
@@ -35,6 +35,8 @@ class Run:
     # Set by whoever cancels the run: Superseded or Cancelled. None (operator shutdown): the run is
     # only interrupted; its status stays as it is so the next operator resumes it.
     cancel_result: RunResult | None = None
+    # Set with cancel_result Failed by whoever aborts the run (the abort annotation): its reason and message.
+    abort: StageFailed | None = None
 
     @property
     def status(self) -> PandaDeployStatus:

@@ -1,6 +1,6 @@
 """The operator process end to end: six stages, failure, supersede, delete, restart, timeout, stall, queue.
 
-Manual promotion (the promote annotation naming a run) is in test_annotations.py.
+Manual promotion and abort (the annotations naming a run) are in test_annotations.py.
 """
 from __future__ import annotations
 

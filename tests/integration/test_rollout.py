@@ -45,6 +45,7 @@ import yaml
 from controller import conditions
 from controller.adapters.wiring import make_adapters
 from controller.credentials import AwsKeys, Credentials
+from controller.errors import Aborted
 from controller.models import (
     ImageStatus,
     PandaDeploySpec,
@@ -471,6 +472,46 @@ async def test_manual_promotion_waits_for_an_approval_naming_this_run_then_shift
     assert production_target_group(session, found) == found.green_arn
     assert deployment_status(session, deployment_id)['status'] == 'Succeeded'
     assert_ready(promoted, commit('b'))
+
+
+async def test_an_abort_during_the_manual_wait_stops_the_deployment_and_traffic_stays(
+        session: boto3.session.Session, health: Callable[..., Health]) -> None:
+    found = world(session, group=False)
+    endpoint = health()
+    spec = rollout_spec(found, endpoint.url, promotion='manual')
+    first = await rollout(spec, commit('a'))
+    assert first.result == RunResult.succeeded, first.sink.lines
+    first_arn = first.status.task_definition_arn
+    run, sink = prepare(spec, revision=commit('b'), status=first.status.model_copy(deep=True), generation=2)
+    task = asyncio.create_task(drive(run, sink))
+    await waiting_for_promotion(run, sink, task)
+    deployment_id = run.status.code_deploy_deployment_id
+    assert deployment_id
+
+    # What the reconciler does when deploy.panda.dev/abort names the run in flight.
+    run.abort = Aborted(run_id=run.status.deployment_id or '', where=f'at stage {run.status.stage}')
+    run.cancel_result = RunResult.failed
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    status = run.status
+    assert status.phase == Phase.failed and status.promotion is None
+    ready = conditions.get(status, 'Ready')
+    assert ready is not None and (ready.status, ready.reason) == ('False', 'Aborted')
+    assert ready.message == (f'Run {status.deployment_id} aborted at stage 5/6 Verify by deploy.panda.dev/abort='
+                             f'{status.deployment_id}; production stays where it was')
+    record = status.stage_record(StageName.verify)
+    assert record is not None and (record.result, record.reason) == (StageResult.failed, 'Aborted')
+    assert status.history[0].result == RunResult.failed and status.history[0].reason == 'Aborted'
+    assert ('Warning', 'Aborted') in [(kind, reason) for kind, reason, _ in sink.events]
+    # CodeDeploy stopped the deployment and rolled back: production never left blue, blue runs revision 1.
+    info = deployment_status(session, deployment_id)
+    assert info['status'] == 'Stopped', info
+    assert info.get('rollbackInfo', {}).get('rollbackDeploymentId'), info
+    assert production_target_group(session, found) == found.blue_arn
+    assert service_of(session, spec)['taskDefinition'] == first_arn
+    assert endpoint.hits == 2 * CHECKS
 
 
 async def test_every_lifecycle_event_of_the_deployment_is_reported(
