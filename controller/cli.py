@@ -125,7 +125,7 @@ def run_once(*, manifest: str, secret_files: Sequence[str], until: StageName | N
     generation = int((doc.get('metadata') or {}).get('generation') or 1)
     recorder = Recorder(sink=PrintSink(), status=PandaDeployStatus(), generation=generation)
     run = Run(spec=spec, credentials=creds, recorder=recorder, logger=logging.getLogger('panda-deploy.run'),
-              promote_requested=lambda: True)
+              approval=lambda: recorder.status.deployment_id)  # a run from the command line approves itself
     recorder.begin()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix='deployment-worker') as pool:
         result = asyncio.run(build_engine(config=config, pool=pool).drive(run, until=until))

@@ -7,6 +7,8 @@ a `StageFailed` ends the run as Failed, a `Transient` is retried with backoff.
 """
 from __future__ import annotations
 
+from controller.models import ABORT_ANNOTATION
+
 
 class Reason:
     """Condition and event reasons (CamelCase, stable: dashboards and alerts use them)."""
@@ -16,6 +18,7 @@ class Reason:
     SUCCEEDED = 'Succeeded'
     SUPERSEDED = 'Superseded'
     CANCELLED = 'Cancelled'
+    ABORT_IGNORED = 'AbortIgnored'  # an Event: the abort annotation names no run in flight
     # Stalls: need a spec or Secret change.
     INVALID_SPEC = 'InvalidSpec'
     SECRET_NOT_FOUND = 'SecretNotFound'
@@ -38,6 +41,7 @@ class Reason:
     BLUE_GREEN_FAILED = 'BlueGreenFailed'
     HEALTH_CHECK_FAILED = 'HealthCheckFailed'
     HEALTH_CHECK_URL_NOT_ALLOWED = 'HealthCheckURLNotAllowed'
+    ABORTED = 'Aborted'
     UNEXPECTED_ERROR = 'UnexpectedError'
     # Stalls: the AWS identity a cluster admin allows in the namespace (controller/tenancy.py).
     OPERATOR_IDENTITY_NOT_ALLOWED = 'OperatorIdentityNotAllowed'
@@ -120,3 +124,13 @@ class HealthCheckFailed(StageFailed):
         if detail:
             text += f' ({detail})'
         super().__init__(text)
+
+
+class Aborted(StageFailed):
+    """The abort annotation named the run in flight: it ends Failed (stable keeps serving) until retried."""
+    reason = Reason.ABORTED
+
+    def __init__(self, *, run_id: str, where: str) -> None:
+        self.run_id, self.where = run_id, where
+        super().__init__(f'Run {run_id} aborted {where} by {ABORT_ANNOTATION}={run_id}; '
+                         'production stays where it was')

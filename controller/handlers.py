@@ -67,6 +67,13 @@ async def follow_peering(*, body: kopf.Body, memo: Any, logger: Any, stopped: ko
         await memo.reconciler.pause(body=dict(body), logger=logger)
 
 
+@kopf.on.event(*RESOURCE)
+async def annotated(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Every watch event: annotations bump no generation (and the diff-base ignores them), so the promote and
+    abort annotations reach the reconciler here."""
+    await memo.reconciler.annotated(body=dict(body), deleted=event['type'] == 'DELETED', logger=logger)
+
+
 @kopf.on.delete(*RESOURCE)
 async def delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     await memo.reconciler.forget(body=dict(body), logger=logger)

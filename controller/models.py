@@ -27,7 +27,8 @@ PLURAL = 'pandadeploys'
 SINGULAR = 'pandadeploy'
 SHORT_NAMES = ('pd',)
 API_VERSION = f'{GROUP}/{VERSION}'
-PROMOTE_ANNOTATION = f'{GROUP}/promote'  # on the resource: the run waiting for manual promotion may shift traffic
+PROMOTE_ANNOTATION = f'{GROUP}/promote'  # value: the deploymentId of the one run whose manual promotion may go on
+ABORT_ANNOTATION = f'{GROUP}/abort'  # value: the deploymentId of the run to stop with rollback (Failed, Aborted)
 
 # Kubernetes object names (DNS-1123 subdomain) and Secret keys.
 _DNS_NAME = r'^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$'
@@ -229,7 +230,7 @@ class BlueGreen(Model):
     code_deploy: CodeDeploy = CodeDeploy()
     """CodeDeploy application, deployment group and config."""
     promotion: Promotion = Promotion.auto
-    """auto: shift traffic once green passes its checks; manual: also wait for the deploy.panda.dev/promote annotation."""
+    """auto: shift traffic once green passes its checks; manual: also wait for deploy.panda.dev/promote=<the run's deploymentId>."""
     hooks: Hooks | None = None
     """Lifecycle hook functions."""
     load_balancer: LoadBalancer | None = None

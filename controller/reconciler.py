@@ -8,6 +8,12 @@ that wait are shown as Pending/Queued. A new generation supersedes the run in
 flight; deletion cancels it. Preflight problems (invalid spec, missing
 Secret) stall the resource with a reason and are retried with backoff, so it
 recovers by itself once fixed.
+
+The promote and abort annotations each name the run they are for (its
+`deploymentId`). Annotations bump no generation, so Kopf hands every watch
+event to `annotated`: it keeps the promote value for the waiting run to read
+and aborts the run in flight that the abort value names. A value naming
+another run does nothing; when it is new, one Warning Event says so.
 """
 from __future__ import annotations
 
@@ -22,9 +28,10 @@ import pydantic
 
 from controller import conditions, credentials, tenancy
 from controller.egress import GitHosts, SourceNotAllowed
-from controller.errors import Reason, SecretForbidden, Stall
+from controller.errors import Aborted, Reason, SecretForbidden, Stall
 from controller.kube import Forbidden, Kube, KubeError, ObjectGone, merge_diff
 from controller.models import (
+    ABORT_ANNOTATION,
     PROMOTE_ANNOTATION,
     Logger,
     PandaDeploySpec,
@@ -34,6 +41,7 @@ from controller.models import (
     describe_validation_error,
 )
 from controller.pipeline import Engine, Recorder, Run
+from controller.pipeline.recorder import DEPLOYMENT_ID
 
 Key = tuple[str, str]
 STALL_BACKOFF = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
@@ -120,16 +128,11 @@ class Reconciler:
         self.git_hosts = git_hosts if git_hosts is not None else GitHosts.default()  # PANDA_DEPLOY_GIT_HOSTS
         self.slots = Slots(workers)
         self._handles: dict[Key, Handle] = {}
+        self._annotations: dict[Key, dict[str, str]] = {}  # promote and abort, as last seen on the watch stream
 
     @staticmethod
     def key_of(body: Mapping[str, Any]) -> Key:
         return body['metadata']['namespace'], body['metadata']['name']
-
-    def promote_requested(self, key: Key) -> bool:
-        """Whether the resource carries the promote annotation now (read while a run waits for it)."""
-        body = self.kube.get(namespace=key[0], name=key[1]) or {}
-        value = str((body.get('metadata', {}).get('annotations') or {}).get(PROMOTE_ANNOTATION, ''))
-        return value.lower() not in ('', 'false', '0', 'no')
 
     def running(self, key: Key) -> bool:
         handle = self._handles.get(key)
@@ -165,6 +168,61 @@ class Reconciler:
         if stalled is not None and stalled.status == 'True':
             return stalled.reason != Reason.INVALID_SPEC  # an invalid spec waits for a new generation
         return status.phase in (None, Phase.pending, Phase.progressing)
+
+    # -- the promote and abort annotations ------------------------------------------------
+
+    def approval(self, key: Key) -> str | None:
+        """The promote annotation's value now: the deploymentId it approves (read while a run waits for it)."""
+        return self._annotations.get(key, {}).get(PROMOTE_ANNOTATION)
+
+    async def annotated(self, *, body: Mapping[str, Any], deleted: bool, logger: Logger) -> None:
+        """A watch event: keep the resource's promote and abort values; abort the run the abort value names."""
+        key = self.key_of(body)
+        if deleted:
+            self._annotations.pop(key, None)
+            return
+        found = body['metadata'].get('annotations') or {}
+        values = {name: str(found[name]) for name in (PROMOTE_ANNOTATION, ABORT_ANNOTATION) if found.get(name)}
+        before = self._annotations.get(key)
+        self._annotations[key] = values
+        abort = values.get(ABORT_ANNOTATION)
+        if abort is None:
+            return
+        handle = self._handles.get(key)
+        run = handle.run if handle is not None and not handle.task.done() else None
+        in_flight = run.status.deployment_id if run is not None else None
+        if handle is not None and run is not None and abort == in_flight:
+            await self._abort(handle, run, logger)
+        elif before is not None and before.get(ABORT_ANNOTATION) != abort:  # new (not just seen at start-up)
+            await self._abort_ignored(body, abort, in_flight, logger)
+
+    async def _abort(self, handle: Handle, run: Run, logger: Logger) -> None:
+        """Stop the run as a supersede does (an open CodeDeploy deployment stopped with rollback), ending it
+        Failed with reason Aborted."""
+        status = run.status
+        where = 'while queued' if status.phase == Phase.pending else f'at stage {status.stage or "start"}'
+        run.abort = Aborted(run_id=status.deployment_id or '', where=where)
+        logger.info('%s', run.abort.message)
+        await self._stop(handle, RunResult.failed)
+        if status.phase == Phase.pending:  # it was queued: the engine never had it, so its end is recorded here
+            await run.recorder.finish(RunResult.failed, reason=run.abort.reason, message=run.abort.message,
+                                      history_limit=run.spec.history_limit)
+
+    async def _abort_ignored(self, body: Mapping[str, Any], value: str, in_flight: str | None,
+                             logger: Logger) -> None:
+        if in_flight is None:
+            message = f'{ABORT_ANNOTATION} names {value[:64]}, but no run is in flight; nothing aborted'
+        elif DEPLOYMENT_ID.fullmatch(value):
+            message = (f'{ABORT_ANNOTATION} names {value}, not the run in flight {in_flight}; '
+                       f'annotate with {in_flight} to abort it')
+        else:
+            message = (f'{ABORT_ANNOTATION}={value[:64]} names no run (it takes a deploymentId); '
+                       f'annotate with {in_flight} to abort the run in flight')
+        logger.info('%s', message)
+        namespace, name = self.key_of(body)
+        ref = {'namespace': namespace, 'name': name, 'uid': body['metadata'].get('uid', '')}
+        await KubeSink(kube=self.kube, ref=ref, saved={}, logger=logger).event(
+            type='Warning', reason=Reason.ABORT_IGNORED, message=message)
 
     async def forget(self, *, body: Mapping[str, Any], logger: Logger) -> None:
         """The resource is being deleted: cancel its run (AWS resources stay)."""
@@ -217,7 +275,7 @@ class Reconciler:
                 return
             creds = await self._credentials(recorder, spec, namespace, name)
             run = Run(spec=spec, credentials=creds, recorder=recorder, logger=logger,
-                      promote_requested=lambda: self.promote_requested(key))
+                      approval=lambda: self.approval(key))
             handle.run = run
             # A run that had started for this generation when the operator stopped: pick it up.
             resuming = (status.observed_generation == generation and status.deployment_id is not None

@@ -98,7 +98,7 @@ class Engine:
         except asyncio.CancelledError:
             ctx.cancel.set()
             if run.cancel_result is not None:
-                recorder.stage_cancelled(record, run.cancel_result)
+                recorder.stage_cancelled(record, run.cancel_result, abort=run.abort)
                 await self._stop_open_deployment(run, adapters)
             raise
         except PandaDeployError as exc:
@@ -134,12 +134,16 @@ class Engine:
         await self._finish(run, RunResult.succeeded, reason=Reason.SUCCEEDED, message=message, quiet=quiet)
 
     async def _cancelled(self, run: Run) -> None:
-        """Superseded or deleted: the run ends here, in history. Operator shutdown: nothing is written."""
+        """Superseded, deleted or aborted: the run ends here, in history. Operator shutdown: nothing is written."""
         result = run.cancel_result
         if result is None:
             return
-        message = f'Run {run.status.deployment_id} {result.value.lower()} at stage {run.status.stage or "start"}'
-        await asyncio.shield(self._finish(run, result, reason=result.value, message=message))
+        if run.abort is not None:
+            reason, message = run.abort.reason, run.failure_message(run.abort)
+        else:
+            reason = result.value
+            message = f'Run {run.status.deployment_id} {result.value.lower()} at stage {run.status.stage or "start"}'
+        await asyncio.shield(self._finish(run, result, reason=reason, message=message))
 
     @staticmethod
     async def _finish(run: Run, result: RunResult, *, reason: str, message: str, quiet: bool = False) -> None:

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import string
 import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from controller import conditions, metrics
-from controller.errors import Reason, Stall
+from controller.errors import PandaDeployError, Reason, Stall
 from controller.models import HistoryEntry, PandaDeployStatus, Phase, RunResult, StageName, StageRecord, StageResult
 
 
@@ -43,6 +44,9 @@ class Sink(Protocol):
 
     def progress(self, line: str) -> None:
         """One progress line (log or print); called from worker threads too."""
+
+
+DEPLOYMENT_ID = re.compile(r'dep_[a-z0-9]{10}')  # what new_deployment_id makes
 
 
 def new_deployment_id() -> str:
@@ -224,7 +228,10 @@ class Recorder:
         metrics.STAGE_FAILURES.labels(stage=name.value, reason=reason).inc()
         self.sink.progress(f'[Stage {name.number}] failed: {reason}: {message}')
 
-    def stage_cancelled(self, record: StageRecord, result: RunResult) -> None:
+    def stage_cancelled(self, record: StageRecord, result: RunResult, *, abort: PandaDeployError | None = None) -> None:
+        if abort is not None:  # aborted: the stage fails for the abort's reason
+            self.stage_failed(record.name, record, reason=abort.reason, message=abort.message)
+            return
         record.result = StageResult.cancelled
         record.completed_at = conditions.now()
         record.message = f'{result.value} while running'
@@ -237,6 +244,7 @@ class Recorder:
         started = s.started_at or s.completed_at
         s.duration_seconds = round((s.completed_at - started).total_seconds(), 3)
         s.message = message
+        s.promotion = None  # an ended run waits for no promotion
         entry = HistoryEntry(
             deployment_id=s.deployment_id or '', generation=self.generation, revision=s.revision,
             result=result, reason=reason, message=message, started_at=started, completed_at=s.completed_at,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from controller.credentials import Credentials, credentials_used, redact
-from controller.errors import PandaDeployError
+from controller.errors import PandaDeployError, StageFailed
 from controller.models import Logger, PandaDeploySpec, PandaDeployStatus, RunResult
 from controller.pipeline.recorder import Recorder
 
@@ -28,12 +28,15 @@ class Run:
     credentials: Credentials
     recorder: Recorder
     logger: Logger
-    promote_requested: Callable[[], bool] = lambda: False
+    # The promote annotation's value now: the deploymentId it approves (None: absent).
+    approval: Callable[[], str | None] = lambda: None
     # In-memory state shared by the run's stages (lost on restart; nothing in it is needed to resume).
     scratch: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Set by whoever cancels the run: Superseded or Cancelled. None (operator shutdown): the run is
     # only interrupted; its status stays as it is so the next operator resumes it.
     cancel_result: RunResult | None = None
+    # Set with cancel_result Failed by whoever aborts the run (the abort annotation): its reason and message.
+    abort: StageFailed | None = None
 
     @property
     def status(self) -> PandaDeployStatus:

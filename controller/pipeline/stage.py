@@ -84,5 +84,6 @@ class StageContext:
         recording = self.run.recorder.record(fields, abandoned=self.cancel)
         asyncio.run_coroutine_threadsafe(recording, self._loop).result(timeout=120)
 
-    def promote_requested(self) -> bool:
-        return self.run.promote_requested()
+    def approval(self) -> str | None:
+        """The promote annotation's value now: the deploymentId it approves, or None."""
+        return self.run.approval()

@@ -4,7 +4,9 @@ Green gets `healthCheck.checks` checks, one per poll, `intervalSeconds`
 apart (no thread held between them); when stage 4 had nothing to switch,
 production gets them instead (once it first answers: a new service needs its
 tasks up) and there is no traffic to move. All pass: with `promotion: manual` the
-stage waits for the `deploy.panda.dev/promote` annotation, then continues the
+stage waits for the `deploy.panda.dev/promote` annotation naming this run's
+`deploymentId` (one naming another run, or `true`, approves nothing: an
+approval is for one run, never a standing order), then continues the
 CodeDeploy deployment and waits for it to succeed. Any check fails: the
 deployment is stopped with rollback, traffic stays on blue, the run fails.
 
@@ -37,6 +39,7 @@ from controller.models import (
     StageResult,
 )
 from controller.pipeline.bluegreen import report_lifecycle
+from controller.pipeline.recorder import DEPLOYMENT_ID
 from controller.pipeline.stage import Done, StageContext, Wait
 
 POLL_SECONDS = 5.0
@@ -185,12 +188,14 @@ class Verify:
                  deployment_id: str) -> Wait | None:
         """All checks passed: wait for a manual promotion if the spec asks for one, then continue the
         deployment (None: the shift started)."""
-        if ctx.spec.blue_green.promotion == Promotion.manual and not ctx.promote_requested():
-            if not ctx.status.promotion:
-                ctx.record(promotion=f'Green passed {summary.total}/{summary.total} checks; '
-                                     f'annotate {PROMOTE_ANNOTATION}=true to shift traffic')
-                ctx.progress('Waiting for promotion')
-            return Wait(self.poll_seconds)
+        if ctx.spec.blue_green.promotion == Promotion.manual:
+            waiting = awaiting_promotion(ctx.approval(), ctx.status.deployment_id or '', summary)
+            if waiting is not None:
+                if waiting != ctx.status.promotion:  # news once: written when what it says changes, not per poll
+                    ctx.record(promotion=waiting)
+                    ctx.progress(f'Waiting for promotion: {waiting}')
+                return Wait(self.poll_seconds)
+            ctx.progress(f'Promoted by {PROMOTE_ANNOTATION}={ctx.status.deployment_id}')
         ctx.adapters.codedeploy.continue_deployment(deployment_id)
         progress.continued = True
         ctx.progress('Traffic shift started')
@@ -228,6 +233,20 @@ def refuse_denied(ctx: StageContext, probe: Probe, url: str, deployment_id: str 
         ctx.progress('Deployment stopped and rolled back; traffic stays where it was')
     raise StageFailed(f'Health check URL {url} is not allowed: {probe.error}',
                       reason=Reason.HEALTH_CHECK_URL_NOT_ALLOWED)
+
+
+def awaiting_promotion(approval: str | None, run_id: str, summary: HealthCheckStatus) -> str | None:
+    """None when the promote annotation names this run; else what `status.promotion` says to do."""
+    if approval and approval == run_id:
+        return None
+    checks = f'Green passed {summary.total}/{summary.total} checks'
+    if not approval:
+        return f'{checks}; annotate {PROMOTE_ANNOTATION}={run_id} to shift traffic'
+    if DEPLOYMENT_ID.fullmatch(approval):
+        named = f'{PROMOTE_ANNOTATION} names {approval}, not this run {run_id}'
+    else:
+        named = f'{PROMOTE_ANNOTATION}={approval[:64]} names no run (it takes a deploymentId)'
+    return f'{checks}; {named}; annotate with {run_id} to shift traffic'
 
 
 def verified_before(ctx: StageContext) -> HistoryEntry | None:

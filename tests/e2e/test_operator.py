@@ -1,4 +1,7 @@
-"""The operator process end to end: six stages, failure, supersede, delete, restart, timeout, stall, queue."""
+"""The operator process end to end: six stages, failure, supersede, delete, restart, timeout, stall, queue.
+
+Manual promotion and abort (the annotations naming a run) are in test_annotations.py.
+"""
 from __future__ import annotations
 
 import re
@@ -226,17 +229,3 @@ def test_runs_beyond_the_pool_wait_queued_and_start_in_order(cluster: Cluster, o
         assert start >= end, 'one worker: runs do not overlap'
     assert [e['reason'] for e in cluster.events('app-c')][0] == 'Queued'
 
-
-def test_manual_promotion_waits_for_the_annotation(cluster: Cluster, operator: Operator, world: World):
-    cluster.apply_secrets(**SECRETS)
-    cluster.create('app', {**SPEC, 'blueGreen': {'promotion': 'manual'}})
-    wait_for(lambda: cluster.status('app').get('promotion'), what='waiting for promotion')
-    status = cluster.status('app')
-    assert status['stageName'] == 'Verify' and status['phase'] == 'Progressing'
-    assert 'deploy.panda.dev/promote' in status['promotion']
-    time.sleep(1)
-    assert world.calls('codedeploy.continue_deployment') == []
-    cluster.patch('app', {'metadata': {'annotations': {'deploy.panda.dev/promote': 'true'}}})
-    wait_for(lambda: cluster.ready('app'), what='Ready after promotion')
-    assert 'promotion' not in cluster.status('app')
-    assert len(world.calls('codedeploy.continue_deployment')) == 1

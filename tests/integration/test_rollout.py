@@ -44,6 +44,7 @@ import yaml
 from controller import conditions
 from controller.adapters.wiring import make_adapters
 from controller.credentials import AwsKeys, Credentials
+from controller.errors import Aborted
 from controller.models import (
     ImageStatus,
     PandaDeploySpec,
@@ -171,12 +172,12 @@ def rollout_spec(found: World, health_url: str, **blue_green: Any) -> PandaDeplo
 
 
 def prepare(spec: PandaDeploySpec, *, revision: str, status: PandaDeployStatus | None = None,
-            promote_requested: Callable[[], bool] = lambda: False, generation: int = 1) -> tuple[Run, MemorySink]:
+            approval: Callable[[], str | None] = lambda: None, generation: int = 1) -> tuple[Run, MemorySink]:
     """A new run whose stages 1-2 are recorded: revision, and the image pushed as repository:revision."""
     sink = MemorySink()
     recorder = Recorder(sink=sink, status=status or PandaDeployStatus(), generation=generation)
     run = Run(spec=spec, credentials=CREDENTIALS, recorder=recorder, logger=logging.getLogger('test.rollout'),
-              promote_requested=promote_requested)
+              approval=approval)
     recorder.begin()
     now = conditions.now()
     run.status.set_revision(revision)
@@ -422,7 +423,16 @@ async def test_a_failing_health_check_stops_the_deployment_and_rolls_back(
     assert endpoint.hits == 2 * CHECKS  # no checks after the first failure's run ended
 
 
-async def test_manual_promotion_waits_for_the_request_then_shifts_traffic(
+async def waiting_for_promotion(run: Run, sink: MemorySink, task: asyncio.Task[Rollout]) -> None:
+    """Until the run waits in Verify for its promotion (green checked and ready, production on blue)."""
+    deadline = time.monotonic() + 30
+    while run.status.promotion is None and not task.done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not task.done(), sink.lines
+    assert run.status.stage_name == StageName.verify and run.status.phase == Phase.progressing
+
+
+async def test_manual_promotion_waits_for_an_approval_naming_this_run_then_shifts_traffic(
         session: boto3.session.Session, health: Callable[..., Health]) -> None:
     found = world(session, group=False)
     endpoint = health()
@@ -431,17 +441,18 @@ async def test_manual_promotion_waits_for_the_request_then_shifts_traffic(
     assert first.result == RunResult.succeeded, first.sink.lines
     assert first.status.promotion is None
 
-    promote = threading.Event()
+    # The promote annotation still names the first run: left over, it promotes nothing now.
+    approval: list[str | None] = [first.status.deployment_id]
     run, sink = prepare(spec, revision=commit('b'), status=first.status.model_copy(deep=True),
-                        promote_requested=promote.is_set, generation=2)
+                        approval=lambda: approval[0], generation=2)
     task = asyncio.create_task(drive(run, sink))
-    deadline = time.monotonic() + 30
-    while run.status.promotion is None and not task.done() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert not task.done(), sink.lines
-    assert run.status.promotion and 'deploy.panda.dev/promote' in run.status.promotion
+    await waiting_for_promotion(run, sink, task)
+    this_run = run.status.deployment_id
+    assert this_run and this_run != first.status.deployment_id
+    assert run.status.promotion == (
+        f'Green passed {CHECKS}/{CHECKS} checks; deploy.panda.dev/promote names {first.status.deployment_id}, '
+        f'not this run {this_run}; annotate with {this_run} to shift traffic')
     assert any(save.get('promotion') for save in sink.saves)  # written to the resource's status
-    assert run.status.stage_name == StageName.verify and run.status.phase == Phase.progressing
 
     await asyncio.sleep(1.0)  # still waiting: green is ready, production stays on blue
     assert not task.done()
@@ -452,8 +463,9 @@ async def test_manual_promotion_waits_for_the_request_then_shifts_traffic(
     assert await asyncio.to_thread(production_target_group, session, found) == found.blue_arn
     assert endpoint.hits == 2 * CHECKS  # checked once, not again while waiting
     assert sum('Waiting for promotion' in line for line in sink.lines) == 1
+    assert sum(1 for save in sink.saves if save.get('promotion')) == 1, 'news once, not a write per poll'
 
-    promote.set()
+    approval[0] = this_run
     promoted = await asyncio.wait_for(task, timeout=30)
 
     assert promoted.result == RunResult.succeeded, sink.lines
@@ -462,6 +474,46 @@ async def test_manual_promotion_waits_for_the_request_then_shifts_traffic(
     assert production_target_group(session, found) == found.green_arn
     assert deployment_status(session, deployment_id)['status'] == 'Succeeded'
     assert_ready(promoted, commit('b'))
+
+
+async def test_an_abort_during_the_manual_wait_stops_the_deployment_and_traffic_stays(
+        session: boto3.session.Session, health: Callable[..., Health]) -> None:
+    found = world(session, group=False)
+    endpoint = health()
+    spec = rollout_spec(found, endpoint.url, promotion='manual')
+    first = await rollout(spec, commit('a'))
+    assert first.result == RunResult.succeeded, first.sink.lines
+    first_arn = first.status.task_definition_arn
+    run, sink = prepare(spec, revision=commit('b'), status=first.status.model_copy(deep=True), generation=2)
+    task = asyncio.create_task(drive(run, sink))
+    await waiting_for_promotion(run, sink, task)
+    deployment_id = run.status.code_deploy_deployment_id
+    assert deployment_id
+
+    # What the reconciler does when deploy.panda.dev/abort names the run in flight.
+    run.abort = Aborted(run_id=run.status.deployment_id or '', where=f'at stage {run.status.stage}')
+    run.cancel_result = RunResult.failed
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    status = run.status
+    assert status.phase == Phase.failed and status.promotion is None
+    ready = conditions.get(status, 'Ready')
+    assert ready is not None and (ready.status, ready.reason) == ('False', 'Aborted')
+    assert ready.message == (f'Run {status.deployment_id} aborted at stage 5/6 Verify by deploy.panda.dev/abort='
+                             f'{status.deployment_id}; production stays where it was')
+    record = status.stage_record(StageName.verify)
+    assert record is not None and (record.result, record.reason) == (StageResult.failed, 'Aborted')
+    assert status.history[0].result == RunResult.failed and status.history[0].reason == 'Aborted'
+    assert ('Warning', 'Aborted') in [(kind, reason) for kind, reason, _ in sink.events]
+    # CodeDeploy stopped the deployment and rolled back: production never left blue, blue runs revision 1.
+    info = deployment_status(session, deployment_id)
+    assert info['status'] == 'Stopped', info
+    assert info.get('rollbackInfo', {}).get('rollbackDeploymentId'), info
+    assert production_target_group(session, found) == found.blue_arn
+    assert service_of(session, spec)['taskDefinition'] == first_arn
+    assert endpoint.hits == 2 * CHECKS
 
 
 async def test_every_lifecycle_event_of_the_deployment_is_reported(

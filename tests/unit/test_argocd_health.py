@@ -95,6 +95,12 @@ FAILED = {'observedGeneration': 1, 'phase': 'Failed', 'stage': '5/6 Verify', 'me
           'conditions': [cond('Ready', 'False', 'HealthCheckFailed', FAILED_MSG)]
           + [cond(s, 'True', 'Succeeded', s) for s in STAGES[:4]]
           + [cond('Verify', 'False', 'HealthCheckFailed', FAILED_MSG)]}
+ABORTED_MSG = 'Run dep_a1b2c3d4e5 aborted at stage 5/6 Verify by deploy.panda.dev/abort=dep_a1b2c3d4e5; ' \
+              'production stays where it was'
+ABORTED = {'observedGeneration': 1, 'phase': 'Failed', 'stage': '5/6 Verify', 'message': ABORTED_MSG,
+           'conditions': [cond('Ready', 'False', 'Aborted', ABORTED_MSG)]
+           + [cond(s, 'True', 'Succeeded', s) for s in STAGES[:4]]
+           + [cond('Verify', 'False', 'Aborted', ABORTED_MSG)]}
 STALLED = {'observedGeneration': 1, 'phase': 'Pending', 'message': STALLED_MSG,
            'conditions': [cond('Ready', 'False', 'SecretNotFound', STALLED_MSG),
                           cond('Stalled', 'True', 'SecretNotFound', STALLED_MSG)]}
@@ -129,6 +135,12 @@ def test_ready_for_a_newer_generation_seen_is_healthy():
 
 def test_failed_is_degraded_with_the_ready_message():
     assert health(resource(FAILED)) == ('Degraded', FAILED_MSG)
+
+
+def test_an_aborted_run_is_degraded_until_retried():
+    # Argo Rollouts' abort: the stable version keeps serving and the rollout is Degraded until retried.
+    assert health(resource(ABORTED)) == ('Degraded', ABORTED_MSG)
+    assert health(resource(ABORTED, generation=2))[0] == 'Progressing'  # a new spec: the retry
 
 
 def test_failed_without_conditions_falls_back_to_the_status_message():

@@ -377,17 +377,24 @@ async def test_the_same_image_again_makes_no_new_revision_and_no_new_deployment(
     assert again.status.stage_record(StageName.blue_green).result == StageResult.skipped
 
 
-async def test_manual_promotion_waits_for_the_request(world, pool):
-    promote = False
+async def test_manual_promotion_waits_for_an_approval_naming_this_run(world, pool):
+    approval: list[str | None] = [None]  # the promote annotation's value
     run, sink = make_run({**SPEC, 'blueGreen': {'promotion': 'manual'}})
-    run.promote_requested = lambda: promote
+    run.approval = lambda: approval[0]
     task = asyncio.create_task(engine_for(world, pool).drive(new(run)))
     await asyncio.sleep(1.5)
     assert not task.done()
     assert run.status.stage_name == StageName.verify
-    assert 'deploy.panda.dev/promote' in run.status.promotion
+    this_run = run.status.deployment_id
+    promote = 'deploy.panda.dev/promote'
+    assert run.status.promotion == f'Green passed 3/3 checks; annotate {promote}={this_run} to shift traffic'
+    for approval[0], says in [('true', f'{promote}=true names no run (it takes a deploymentId)'),
+                              ('dep_0ther0run0', f'{promote} names dep_0ther0run0, not this run {this_run}')]:
+        await asyncio.sleep(0.3)
+        assert run.status.promotion == f'Green passed 3/3 checks; {says}; annotate with {this_run} to shift traffic'
     assert world.calls('codedeploy.continue_deployment') == []
-    promote = True
+    assert [save.get('promotion') is not None for save in sink.saves].count(True) == 3, 'each refusal written once'
+    approval[0] = this_run
     assert await asyncio.wait_for(task, 10) == RunResult.succeeded
     assert run.status.promotion is None and len(world.calls('codedeploy.continue_deployment')) == 1
 
