@@ -204,9 +204,9 @@ async def test_a_denied_health_check_url_fails_verify_at_once_as_health_check_ur
         'healthCheck': {'url': url, 'checks': 3, 'intervalSeconds': 1, 'timeoutSeconds': 1},
         'timeouts': {'stageSeconds': 60, 'totalSeconds': 120}})
     sink = MemorySink()
-    run = Run(spec=spec, generation=1, status=PandaDeployStatus(), credentials=Credentials(), sink=sink,
-              logger=logging.getLogger('test'))
-    Recorder(run).begin()
+    recorder = Recorder(sink=sink, status=PandaDeployStatus(), generation=1)
+    run = Run(spec=spec, credentials=Credentials(), recorder=recorder, logger=logging.getLogger('test'))
+    recorder.begin()
 
     def adapters(spec: PandaDeploySpec, credentials: Credentials) -> Any:
         return dataclasses.replace(make_adapters(spec, credentials, root=world.root), http=HttpProbe())
