@@ -1,69 +1,28 @@
-"""The PandaDeploy resource: spec and status as pydantic models.
-
-These models are the one source of truth for the resource's shape: the CRD in
-``crds/`` is generated from them (see :mod:`controller.crd`), the operator
-validates every spec through them once at the edge, and the status it writes
-is serialised from them. Field descriptions become ``kubectl explain`` text.
-"""
+"""The PandaDeploy spec: what a platform team asks for (`kubectl explain pd.spec`)."""
 from __future__ import annotations
 
-import datetime
 import enum
-import logging
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import pydantic
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic.alias_generators import to_camel
 
-# What logs a run: Kopf hands each handler a LoggerAdapter that tags lines with the object.
-Logger = logging.Logger | logging.LoggerAdapter[Any]
+from controller.models.base import (
+    _AWS_REGION,
+    _BRANCH,
+    _DNS_NAME,
+    _ECR_REPO,
+    _GIT_URL,
+    _GITHUB_REPO,
+    _HTTP_URL,
+    _ROLE_ARN,
+    _SECRET_KEY,
+    _SHA,
+    _TEXT,
+    Model,
+)
 
-GROUP = 'deploy.panda.dev'
-VERSION = 'v1alpha1'
-KIND = 'PandaDeploy'
-PLURAL = 'pandadeploys'
-SINGULAR = 'pandadeploy'
-SHORT_NAMES = ('pd',)
-API_VERSION = f'{GROUP}/{VERSION}'
-PROMOTE_ANNOTATION = f'{GROUP}/promote'  # value: the deploymentId of the one run whose manual promotion may go on
-ABORT_ANNOTATION = f'{GROUP}/abort'  # value: the deploymentId of the run to stop with rollback (Failed, Aborted)
-
-# Kubernetes object names (DNS-1123 subdomain) and Secret keys.
-_DNS_NAME = r'^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$'
-_SECRET_KEY = r'^[-._a-zA-Z0-9]+$'
-_GITHUB_REPO = r'^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$'
-# A user name may appear (ssh://git@host/...), a password may not: tokens belong in tokenSecretRef.
-_GIT_URL = r'^(https?|file|ssh|git)://(?:[^/:@\s]+@)?[^\s@\x00-\x1f\x7f]+$'
-_SHA = r'^[0-9a-f]{7,40}$'
-_BRANCH = r'^[^\s~^:?*\[\\\x00-\x1f\x7f]+$'
-_ECR_REPO = r'^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$'
-_AWS_REGION = r'^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]+$'
-_ROLE_ARN = r'^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$'
-_HTTP_URL = r'^https?://[^\s\x00-\x1f\x7f]+$'
-# Free text that reaches files, AWS names, logs and terminals: no control characters.
-_TEXT = r'^[^\x00-\x1f\x7f]*$'
-
-
-class Model(BaseModel):
-    """Base: camelCase on the wire, unknown fields refused, names in Python."""
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra='forbid',
-        use_attribute_docstrings=True,
-        validate_assignment=True,
-    )
-
-    def dump(self) -> dict[str, Any]:
-        """The wire form: camelCase keys, no unset or None values."""
-        return self.model_dump(mode='json', by_alias=True, exclude_none=True)
-
-
-# ----------------------------------------------------------------------------
-# Spec
-# ----------------------------------------------------------------------------
 
 class SecretKeyRef(Model):
     """A key of a Secret in the resource's namespace."""
@@ -324,230 +283,3 @@ class PandaDeploySpec(Model):
         raw = f'{owner}-{name}'.lower()
         cleaned = re.sub(r'[^a-z0-9._-]+', '-', raw).strip('-._')
         return cleaned or 'panda-app'
-
-
-# ----------------------------------------------------------------------------
-# Status
-# ----------------------------------------------------------------------------
-
-class Phase(str, enum.Enum):
-    pending = 'Pending'
-    progressing = 'Progressing'
-    succeeded = 'Succeeded'
-    failed = 'Failed'
-
-
-class StageName(str, enum.Enum):
-    build = 'Build'
-    push = 'Push'
-    service = 'Service'
-    blue_green = 'BlueGreen'
-    verify = 'Verify'
-    complete = 'Complete'
-
-    @property
-    def number(self) -> int:
-        return list(StageName).index(self) + 1
-
-
-STAGE_COUNT = len(StageName)
-
-
-class StageResult(str, enum.Enum):
-    running = 'Running'
-    succeeded = 'Succeeded'
-    skipped = 'Skipped'
-    failed = 'Failed'
-    cancelled = 'Cancelled'
-
-
-class RunResult(str, enum.Enum):
-    succeeded = 'Succeeded'
-    failed = 'Failed'
-    superseded = 'Superseded'
-    cancelled = 'Cancelled'
-
-
-class Condition(Model):
-    """A kstatus condition."""
-    type: str
-    """Condition type: Ready, Reconciling, Stalled, or one per stage outcome."""
-    status: Literal['True', 'False', 'Unknown']
-    """True, False or Unknown."""
-    reason: str
-    """CamelCase reason for the last transition, e.g. BuildFailed."""
-    message: str = ''
-    """Details of the last transition."""
-    observed_generation: int | None = None
-    """The generation the condition was set for."""
-    last_transition_time: datetime.datetime
-    """When the status last changed."""
-
-
-class StageRecord(Model):
-    """What one stage of the current run did."""
-    number: int
-    """Stage number, 1-6."""
-    name: StageName
-    """Stage name: Build, Push, Service, BlueGreen, Verify or Complete."""
-    result: StageResult
-    """Running, Succeeded, Skipped, Failed or Cancelled."""
-    started_at: datetime.datetime | None = None
-    """When the stage started."""
-    completed_at: datetime.datetime | None = None
-    """When the stage ended."""
-    message: str = ''
-    """What the stage did, or why it failed."""
-    reason: str | None = None
-    """CamelCase reason when the stage failed, was skipped or was cancelled."""
-
-
-class ImageStatus(Model):
-    """The image the run built and pushed."""
-    uri: str | None = None
-    """Image URI: registry/repository:tag."""
-    digest: str | None = None
-    """Digest of the pushed image manifest (sha256:...)."""
-    dockerfile: str | None = None
-    """Dockerfile the image was built from, relative to the repository root."""
-
-
-class HealthCheckStatus(Model):
-    """What the health checks of green saw."""
-    url: str
-    """URL the checks hit."""
-    passed: int = 0
-    """Checks that got the expected status."""
-    failed: int = 0
-    """Checks that did not (wrong status, error or timeout)."""
-    total: int = 0
-    """Checks that must pass (spec.healthCheck.checks)."""
-    latency_median_ms: float | None = None
-    """Median response time of the checks made, in milliseconds."""
-    latency_max_ms: float | None = None
-    """Slowest response time of the checks made, in milliseconds."""
-    error_rate: float | None = None
-    """Failed checks over checks made."""
-
-
-class HistoryEntry(Model):
-    """One finished run."""
-    deployment_id: str
-    """Id of the run: dep_ and 10 characters."""
-    generation: int
-    """The generation the run was for."""
-    revision: str | None = None
-    """Commit SHA the run deployed."""
-    result: RunResult
-    """Succeeded, Failed, Superseded or Cancelled."""
-    reason: str | None = None
-    """CamelCase reason when the run did not succeed."""
-    message: str = ''
-    """Last message of the run."""
-    started_at: datetime.datetime
-    """When the run started."""
-    completed_at: datetime.datetime
-    """When the run ended."""
-    duration_seconds: float
-    """How long the run took, in seconds."""
-    image_uri: str | None = None
-    """Image URI the run deployed."""
-    active_color: Literal['blue', 'green'] | None = None
-    """Colour that served production traffic when the run ended."""
-
-
-class PandaDeployStatus(Model):
-    """What the operator observed and did."""
-    model_config = ConfigDict(extra='ignore')
-
-    observed_generation: int | None = None
-    """The generation the current or last run is for."""
-    phase: Phase | None = None
-    """Pending, Progressing, Succeeded or Failed."""
-    stage: str | None = None
-    """Current stage as 'k/6 Name', for display."""
-    stage_number: int | None = None
-    """Current stage number (1-6)."""
-    stage_name: StageName | None = None
-    """Current stage name."""
-    deployment_id: str | None = None
-    """Id of the current run: dep_ and 10 characters."""
-    revision: str | None = None
-    """Commit SHA being deployed."""
-    revision_short: str | None = None
-    """First 7 characters of the revision, for display."""
-    image: ImageStatus | None = None
-    """Image URI and digest."""
-    task_definition_arn: str | None = None
-    """Registered ECS task definition."""
-    code_deploy_deployment_id: str | None = None
-    """CodeDeploy deployment of this run."""
-    health_check: HealthCheckStatus | None = None
-    """Results of the health checks of green."""
-    promotion: str | None = None
-    """Waiting for promotion: how to promote (manual promotion only)."""
-    active_color: Literal['blue', 'green'] | None = None
-    """Colour that serves production traffic."""
-    blue_url: str | None = None
-    """URL that reaches the blue side."""
-    green_url: str | None = None
-    """URL that reaches the green side."""
-    started_at: datetime.datetime | None = None
-    """When the current or last run started."""
-    completed_at: datetime.datetime | None = None
-    """When the last run ended."""
-    duration_seconds: float | None = None
-    """How long the last run took, in seconds."""
-    message: str | None = None
-    """Last progress or error message."""
-    stages: list[StageRecord] = []
-    """Per-stage records of the current or last run."""
-    conditions: list[Condition] = []
-    """kstatus conditions: Ready, Reconciling, Stalled and one per stage."""
-    history: list[HistoryEntry] = []
-    """Past runs, newest first."""
-
-    def set_stage(self, name: StageName | None) -> None:
-        if name is None:
-            self.stage = self.stage_number = self.stage_name = None
-        else:
-            self.stage_name = name
-            self.stage_number = name.number
-            self.stage = f'{name.number}/{STAGE_COUNT} {name.value}'
-
-    def set_revision(self, revision: str | None) -> None:
-        self.revision = revision
-        self.revision_short = revision[:7] if revision else None
-
-    def stage_record(self, name: StageName) -> StageRecord | None:
-        for record in self.stages:
-            if record.name == name:
-                return record
-        return None
-
-
-class PandaDeploy(Model):
-    """Builds a git repository's Dockerfile, pushes to ECR and rolls it out on ECS with a CodeDeploy Blue/Green switch."""
-    model_config = ConfigDict(extra='ignore')
-    api_version: Literal['deploy.panda.dev/v1alpha1'] = API_VERSION  # type: ignore[assignment]
-    kind: Literal['PandaDeploy'] = KIND  # type: ignore[assignment]
-    metadata: dict[str, Any] = {}
-    spec: PandaDeploySpec
-    status: PandaDeployStatus | None = None
-
-
-_UNION_TAG = re.compile(r'^(int|str|float|bool|constrained-\w+|function-\w+.*|.*\[.*\])$')
-
-
-def describe_validation_error(exc: pydantic.ValidationError, *, root: str = 'spec') -> str:
-    """'spec.timeouts.stageSeconds: ...; spec.source: ...' from a pydantic error, one entry per field."""
-    by_path: dict[str, list[str]] = {}
-    for error in exc.errors():
-        location = [str(p) for p in error['loc'] if not _UNION_TAG.match(str(p))]
-        path = '.'.join([root, *location]) if location else root
-        message = error['msg'].removeprefix('Value error, ')
-        if message.startswith(f'{root}.') and ' ' in message:  # a model-level check that names its own field
-            path, message = message.split(' ', 1)
-        if message not in by_path.setdefault(path, []):
-            by_path[path].append(message)
-    return '; '.join(f'{path}: {" or ".join(messages)}' for path, messages in by_path.items())

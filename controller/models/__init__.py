@@ -1,0 +1,106 @@
+"""The PandaDeploy resource: spec and status as pydantic models.
+
+These models are the one source of truth for the resource's shape: the CRD in
+``crds/`` is generated from them (see :mod:`controller.crd`), the operator
+validates every spec through them once at the edge, and the status it writes
+is serialised from them. Field descriptions become ``kubectl explain`` text.
+
+`base` holds the resource's names and field patterns, `spec` what a platform
+team asks for, `status` what the operator records, `resource` the whole object;
+everything is imported from here.
+"""
+from __future__ import annotations
+
+from controller.models.base import (
+    ABORT_ANNOTATION,
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    PROMOTE_ANNOTATION,
+    SHORT_NAMES,
+    SINGULAR,
+    VERSION,
+    Logger,
+    Model,
+)
+from controller.models.resource import (
+    PandaDeploy,
+    describe_validation_error,
+)
+from controller.models.spec import (
+    Aws,
+    BlueGreen,
+    CodeDeploy,
+    Duration,
+    Ecs,
+    HealthCheck,
+    Hooks,
+    Image,
+    LoadBalancer,
+    Networking,
+    PandaDeploySpec,
+    Promotion,
+    SecretKeyRef,
+    SecretRef,
+    Source,
+    Timeouts,
+    duration_seconds,
+)
+from controller.models.status import (
+    STAGE_COUNT,
+    Condition,
+    HealthCheckStatus,
+    HistoryEntry,
+    ImageStatus,
+    PandaDeployStatus,
+    Phase,
+    RunResult,
+    StageName,
+    StageRecord,
+    StageResult,
+)
+
+__all__ = [
+    'ABORT_ANNOTATION',
+    'API_VERSION',
+    'Aws',
+    'BlueGreen',
+    'CodeDeploy',
+    'Condition',
+    'describe_validation_error',
+    'Duration',
+    'duration_seconds',
+    'Ecs',
+    'GROUP',
+    'HealthCheck',
+    'HealthCheckStatus',
+    'HistoryEntry',
+    'Hooks',
+    'Image',
+    'ImageStatus',
+    'KIND',
+    'LoadBalancer',
+    'Logger',
+    'Model',
+    'Networking',
+    'PandaDeploy',
+    'PandaDeploySpec',
+    'PandaDeployStatus',
+    'Phase',
+    'PLURAL',
+    'PROMOTE_ANNOTATION',
+    'Promotion',
+    'RunResult',
+    'SecretKeyRef',
+    'SecretRef',
+    'SHORT_NAMES',
+    'SINGULAR',
+    'Source',
+    'STAGE_COUNT',
+    'StageName',
+    'StageRecord',
+    'StageResult',
+    'Timeouts',
+    'VERSION',
+]

@@ -1,0 +1,51 @@
+"""Names of the resource, the patterns its fields obey, and the base of every model."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+# What logs a run: Kopf hands each handler a LoggerAdapter that tags lines with the object.
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+GROUP = 'deploy.panda.dev'
+VERSION = 'v1alpha1'
+KIND = 'PandaDeploy'
+PLURAL = 'pandadeploys'
+SINGULAR = 'pandadeploy'
+SHORT_NAMES = ('pd',)
+API_VERSION = f'{GROUP}/{VERSION}'
+PROMOTE_ANNOTATION = f'{GROUP}/promote'  # value: the deploymentId of the one run whose manual promotion may go on
+ABORT_ANNOTATION = f'{GROUP}/abort'  # value: the deploymentId of the run to stop with rollback (Failed, Aborted)
+
+# Kubernetes object names (DNS-1123 subdomain) and Secret keys.
+_DNS_NAME = r'^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$'
+_SECRET_KEY = r'^[-._a-zA-Z0-9]+$'
+_GITHUB_REPO = r'^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$'
+# A user name may appear (ssh://git@host/...), a password may not: tokens belong in tokenSecretRef.
+_GIT_URL = r'^(https?|file|ssh|git)://(?:[^/:@\s]+@)?[^\s@\x00-\x1f\x7f]+$'
+_SHA = r'^[0-9a-f]{7,40}$'
+_BRANCH = r'^[^\s~^:?*\[\\\x00-\x1f\x7f]+$'
+_ECR_REPO = r'^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$'
+_AWS_REGION = r'^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]+$'
+_ROLE_ARN = r'^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$'
+_HTTP_URL = r'^https?://[^\s\x00-\x1f\x7f]+$'
+# Free text that reaches files, AWS names, logs and terminals: no control characters.
+_TEXT = r'^[^\x00-\x1f\x7f]*$'
+
+
+class Model(BaseModel):
+    """Base: camelCase on the wire, unknown fields refused, names in Python."""
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra='forbid',
+        use_attribute_docstrings=True,
+        validate_assignment=True,
+    )
+
+    def dump(self) -> dict[str, Any]:
+        """The wire form: camelCase keys, no unset or None values."""
+        return self.model_dump(mode='json', by_alias=True, exclude_none=True)
