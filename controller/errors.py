@@ -4,8 +4,43 @@ The reason strings are the CamelCase constants that appear in conditions,
 events and the `panda_deploy_stage_failures_total{reason}` metric. Error types
 decide the outcome (Flux's way): a `Stall` waits for a spec or Secret change,
 a `StageFailed` ends the run as Failed, a `Transient` is retried with backoff.
+
+Messages are capped here, where they are made (`cap_message`), because their
+text often comes from a stranger (a repository's build output, a server's
+error): one message goes to the status several times (stage record,
+conditions, history) and to an Event, and a status must stay far from the API
+server's object size limit. The status models apply the same cap to whatever
+is assigned to their message fields, so nothing bypasses it.
 """
 from __future__ import annotations
+
+import re
+
+MESSAGE_LIMIT = 1024
+"""Characters of any message in status, conditions and Events (Kubernetes cuts Event messages at 1 KiB too)."""
+_CONTROL = re.compile(r'[\x00-\x08\x0b-\x1f\x7f]')
+
+
+def cap_message(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """`text` in at most `limit` characters: its beginning (what failed) and its end (the last words of a
+    log) around a note of what was cut; control characters other than newline and tab become spaces."""
+    text = _CONTROL.sub(' ', text)
+    if len(text) <= limit:
+        return text
+    marker = f' … [{len(text) - limit} characters cut] … '
+    marker = f' … [{len(text) - limit + len(marker)} characters cut] … '
+    keep = max(0, limit - len(marker))
+    head = keep * 2 // 5
+    return text[:head] + marker + text[len(text) - (keep - head):]
+
+
+def format_bytes(size: float) -> str:
+    """'512 B', '3.0 MiB', '1.2 GiB': sizes in messages."""
+    for unit in ('B', 'KiB', 'MiB', 'GiB'):
+        if size < 1024 or unit == 'GiB':
+            return f'{size:.0f} {unit}' if unit == 'B' else f'{size:.1f} {unit}'
+        size /= 1024
+    raise AssertionError('unreachable')
 
 
 class Reason:
@@ -38,10 +73,11 @@ class Reason:
 
 
 class PandaDeployError(Exception):
-    """Base: a reason and a short, specific message."""
+    """Base: a reason and a short, specific message (capped: see `cap_message`)."""
     reason: str = Reason.UNEXPECTED_ERROR
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
+        message = cap_message(message)
         super().__init__(message)
         self.message = message
         if reason is not None:

@@ -13,8 +13,10 @@ import re
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
+from controller.errors import MESSAGE_LIMIT, cap_message
 
 GROUP = 'deploy.panda.dev'
 VERSION = 'v1alpha1'
@@ -324,6 +326,19 @@ class PandaDeploySpec(Model):
 # Status
 # ----------------------------------------------------------------------------
 
+HISTORY_MESSAGE_LIMIT = 256
+"""Characters of a history entry's message: up to 100 entries, each a summary (the full one is in `message`)."""
+
+
+def _capped(limit: int) -> BeforeValidator:
+    return BeforeValidator(lambda value: cap_message(value, limit) if isinstance(value, str) else value)
+
+
+# Messages (often a stranger's text: build output, a server's error) capped on assignment too, so that no
+# path around `PandaDeployError` can grow the status; the CRD says the same with maxLength.
+Message = Annotated[str, _capped(MESSAGE_LIMIT), Field(max_length=MESSAGE_LIMIT)]
+HistoryMessage = Annotated[str, _capped(HISTORY_MESSAGE_LIMIT), Field(max_length=HISTORY_MESSAGE_LIMIT)]
+
 class Phase(str, enum.Enum):
     pending = 'Pending'
     progressing = 'Progressing'
@@ -370,7 +385,7 @@ class Condition(Model):
     """True, False or Unknown."""
     reason: str
     """CamelCase reason for the last transition, e.g. BuildFailed."""
-    message: str = ''
+    message: Message = ''
     """Details of the last transition."""
     observed_generation: int | None = None
     """The generation the condition was set for."""
@@ -390,7 +405,7 @@ class StageRecord(Model):
     """When the stage started."""
     completed_at: datetime.datetime | None = None
     """When the stage ended."""
-    message: str = ''
+    message: Message = ''
     """What the stage did, or why it failed."""
     reason: str | None = None
     """CamelCase reason when the stage failed, was skipped or was cancelled."""
@@ -436,7 +451,7 @@ class HistoryEntry(Model):
     """Succeeded, Failed, Superseded or Cancelled."""
     reason: str | None = None
     """CamelCase reason when the run did not succeed."""
-    message: str = ''
+    message: HistoryMessage = ''
     """Last message of the run."""
     started_at: datetime.datetime
     """When the run started."""
@@ -492,7 +507,7 @@ class PandaDeployStatus(Model):
     """When the last run ended."""
     duration_seconds: float | None = None
     """How long the last run took, in seconds."""
-    message: str | None = None
+    message: Message | None = None
     """Last progress or error message."""
     stages: list[StageRecord] = []
     """Per-stage records of the current or last run."""
