@@ -35,6 +35,7 @@ _GIT_URL = r'^(https?|file|ssh|git)://(?:[^/:@\s]+@)?[^\s@\x00-\x1f\x7f]+$'
 _SHA = r'^[0-9a-f]{7,40}$'
 _BRANCH = r'^[^\s~^:?*\[\\\x00-\x1f\x7f]+$'
 _ECR_REPO = r'^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$'
+_ECR_REPO_LENGTH = (2, 256)
 _AWS_REGION = r'^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]+$'
 _ROLE_ARN = r'^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$'
 _HTTP_URL = r'^https?://[^\s\x00-\x1f\x7f]+$'
@@ -311,6 +312,19 @@ class PandaDeploySpec(Model):
     """How many past runs status.history keeps."""
     suspend: bool = False
     """Stop starting new runs (a run in flight finishes)."""
+
+    @model_validator(mode='after')
+    def _derived_repository_name(self) -> PandaDeploySpec:
+        """A name derived from the source that ECR would refuse is the spec's fault: say so before any AWS call."""
+        if self.image.repository is None:
+            name = self.repository_name
+            low, high = _ECR_REPO_LENGTH
+            if not (low <= len(name) <= high and re.match(_ECR_REPO, name)):
+                origin = 'spec.source.repo' if self.source.repo else 'spec.source.url'
+                raise ValueError(f'spec.image.repository must be set: the name derived from {origin}, {name!r}, '
+                                 f'is not a valid ECR repository name ({low}-{high} lowercase letters and digits, '
+                                 "separated by single '.', '_', '-' or '/'); set spec.image.repository")
+        return self
 
     @property
     def repository_name(self) -> str:

@@ -1,5 +1,6 @@
 """Messages are capped where they are made and wherever they are stored, so a stranger's text (build output,
-a server's error) cannot grow the status towards the API server's object size limit (1.5 MiB)."""
+a server's error) cannot grow the status towards the API server's object size limit (1.5 MiB); and derived
+names ECR would refuse are caught as an invalid spec."""
 from __future__ import annotations
 
 import datetime
@@ -7,6 +8,7 @@ import json
 from typing import Any
 
 import kubernetes
+import pydantic
 import pytest
 
 from controller import conditions
@@ -18,9 +20,11 @@ from controller.models import (
     HealthCheckStatus,
     HistoryEntry,
     ImageStatus,
+    PandaDeploySpec,
     PandaDeployStatus,
     StageName,
     StageRecord,
+    describe_validation_error,
 )
 
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
@@ -108,3 +112,24 @@ def test_an_event_message_gets_the_same_cap() -> None:
                     message='e' * 400_000 + 'the-end')
     (body,) = sent
     assert body['message'] == cap_message('e' * 400_000 + 'the-end') and body['message'].endswith('the-end')
+
+
+@pytest.mark.parametrize(('source', 'derived'), [
+    ({'repo': 'Foo/-bar'}, 'foo--bar'),
+    ({'url': 'file:///srv/repos/x..app.git'}, 'repos-x..app'),
+    ({'url': 'https://git.example/' + 'a' * 300 + '/b.git'}, 'a' * 300 + '-b'),
+])
+def test_a_derived_repository_name_ecr_would_refuse_is_an_invalid_spec(source: dict[str, str], derived: str) -> None:
+    spec = {'source': source, 'aws': {'region': 'ap-northeast-2'}}
+    with pytest.raises(pydantic.ValidationError) as info:
+        PandaDeploySpec.model_validate(spec)
+    message = describe_validation_error(info.value)
+    assert message.startswith('spec.image.repository: must be set: the name derived from spec.source.')
+    assert f'{derived!r}' in message
+    assert PandaDeploySpec.model_validate({**spec, 'image': {'repository': 'fine-name'}}).repository_name == \
+        'fine-name'
+
+
+def test_derived_names_ecr_accepts_pass() -> None:
+    spec = PandaDeploySpec.model_validate({'source': {'repo': 'Your-Org/Sample_App'}, 'aws': {'region': 'us-east-1'}})
+    assert spec.repository_name == 'your-org-sample_app'
