@@ -43,7 +43,8 @@ CLK_TCK = os.sysconf('SC_CLK_TCK')
 
 # -- adapters used by the operator process --------------------------------------------------------
 
-def make_adapters(spec: Any, credentials: Any, *, registry: str | None = None, root: pathlib.Path | None = None) -> Any:
+def make_adapters(spec: Any, credentials: Any, *, registry: str | None = None, limits: Any = None,
+                  root: pathlib.Path | None = None) -> Any:
     """tests.fakes.make_adapters with a constant-time fake HTTP client (always 200)."""
     import dataclasses
 

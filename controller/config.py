@@ -15,7 +15,7 @@ import importlib
 import os
 from collections.abc import Mapping
 
-from controller.adapters import AdapterFactory, AdapterWiring
+from controller.adapters import AdapterFactory, AdapterWiring, BuildLimits
 
 DEFAULT_ADAPTERS = 'controller.adapters.wiring:make_adapters'
 
@@ -34,6 +34,8 @@ class Config:
     """PANDA_DEPLOY_REGISTRY: `host:port` of a plain OCI registry that receives pushes instead of ECR."""
     adapters: str = DEFAULT_ADAPTERS
     """PANDA_DEPLOY_ADAPTERS: module:function building the adapters of a run (tests put fakes here)."""
+    limits: BuildLimits = BuildLimits()
+    """PANDA_DEPLOY_MAX_CHECKOUT_BYTES, _MAX_CONTEXT_BYTES, _MAX_BUILD_OUTPUT_BYTES: what a repository may cost."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -46,10 +48,27 @@ class Config:
                    http_port=int(env.get('PANDA_DEPLOY_HTTP_PORT', cls.http_port)),
                    poll_seconds=float(env.get('PANDA_DEPLOY_POLL_SECONDS', cls.poll_seconds)),
                    registry=env.get('PANDA_DEPLOY_REGISTRY', '').strip().rstrip('/') or None,
-                   adapters=env.get('PANDA_DEPLOY_ADAPTERS', cls.adapters))
+                   adapters=env.get('PANDA_DEPLOY_ADAPTERS', cls.adapters),
+                   limits=_limits(env))
 
     def adapter_factory(self) -> AdapterFactory:
         """The `AdapterWiring` PANDA_DEPLOY_ADAPTERS names, with this configuration's settings bound."""
         module, _, name = self.adapters.partition(':')
         wiring: AdapterWiring = getattr(importlib.import_module(module), name or 'make_adapters')
-        return functools.partial(wiring, registry=self.registry)
+        return functools.partial(wiring, registry=self.registry, limits=self.limits)
+
+
+_LIMITS = {'checkout_bytes': 'PANDA_DEPLOY_MAX_CHECKOUT_BYTES', 'context_bytes': 'PANDA_DEPLOY_MAX_CONTEXT_BYTES',
+           'build_output_bytes': 'PANDA_DEPLOY_MAX_BUILD_OUTPUT_BYTES'}
+
+
+def _limits(env: Mapping[str, str]) -> BuildLimits:
+    """The byte limits set in `env` (whole numbers of bytes, at least 1), the defaults for the others."""
+    given: dict[str, int] = {}
+    for field, variable in _LIMITS.items():
+        if env.get(variable, '').strip():
+            value = int(env[variable])
+            if value < 1:
+                raise ValueError(f'{variable} must be at least 1 (bytes)')
+            given[field] = value
+    return BuildLimits(**given)

@@ -125,6 +125,18 @@ class BuildFailed(StageFailed):
         super().__init__(text)
 
 
+class BuildOutputTooLarge(StageFailed):
+    reason = Reason.BUILD_OUTPUT_TOO_LARGE
+
+    def __init__(self, *, image_name: str, limit: int, log_tail: str = '') -> None:
+        self.image_name, self.limit, self.log_tail = image_name, limit, log_tail
+        text = (f'docker build of {image_name} stopped: its output passed the operator\'s limit of '
+                f'{format_bytes(limit)} (PANDA_DEPLOY_MAX_BUILD_OUTPUT_BYTES)')
+        if log_tail:
+            text += f': {log_tail}'
+        super().__init__(text)
+
+
 class ServiceUpdateFailed(StageFailed):
     reason = Reason.SERVICE_UPDATE_FAILED
 

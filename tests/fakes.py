@@ -285,8 +285,9 @@ class MemorySink:
 
 
 def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *, registry: str | None = None,
-                  root: pathlib.Path | None = None) -> Adapters:
-    """An `AdapterWiring` of fakes; `registry` (PANDA_DEPLOY_REGISTRY) is ignored: fakes push nowhere."""
+                  limits: object = None, root: pathlib.Path | None = None) -> Adapters:
+    """An `AdapterWiring` of fakes; `registry` (PANDA_DEPLOY_REGISTRY) and `limits` are ignored: fakes push
+    nowhere and read no repository."""
     world = World(root or pathlib.Path(os.environ['PANDA_FAKE_DIR']))
     world.log('adapters.made')
     return Adapters(git=FakeGit(world), docker=FakeDocker(world), registry=FakeRegistry(world, spec.aws.region),

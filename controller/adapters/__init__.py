@@ -18,6 +18,23 @@ from controller.models import PandaDeploySpec
 
 LogLine = Callable[[str], None]
 
+GiB, MiB = 1024 ** 3, 1024 ** 2
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildLimits:
+    """What one run's repository may cost the operator (a repository is a stranger's input); set on the
+    operator (PANDA_DEPLOY_MAX_*, read by `controller.config`)."""
+    checkout_bytes: int = 1 * GiB
+    """The files of the commit checked out (from git's tree, before any is written)."""
+    context_bytes: int = 512 * MiB
+    """The build context as sent to the Docker engine (a tar, after .dockerignore)."""
+    build_output_bytes: int = 64 * MiB
+    """The build's output; past it the build is stopped."""
+
+
+DEFAULT_LIMITS = BuildLimits()
+
 
 @dataclasses.dataclass(frozen=True)
 class RegistryAuth:
@@ -197,6 +214,8 @@ class AdapterWiring(Protocol):
     operator's settings for the adapters, which `Config.adapter_factory` binds once at start-up.
 
     `registry` is PANDA_DEPLOY_REGISTRY: `host:port` of a plain OCI registry that receives the pushes
-    instead of ECR, or None for ECR itself. Fakes may ignore it.
+    instead of ECR, or None for ECR itself; `limits` bound what a repository may cost (PANDA_DEPLOY_MAX_*).
+    Fakes may ignore both.
     """
-    def __call__(self, spec: PandaDeploySpec, credentials: Credentials, *, registry: str | None) -> Adapters: ...
+    def __call__(self, spec: PandaDeploySpec, credentials: Credentials, *, registry: str | None,
+                 limits: BuildLimits = DEFAULT_LIMITS) -> Adapters: ...

@@ -25,6 +25,9 @@ Why it is built this way:
   Dockerfile that copies `.git` into an image copies nothing sensitive.
 - Every message that leaves this module goes through `redact` with the token,
   and URLs are shown without their user-info.
+- A repository may be far larger checked out than fetched (a pack of a few
+  KiB can hold gigabytes of zeros), so with `max_checkout_bytes` the
+  commit's tree is measured (`git ls-tree -l`) before any file is written.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ from git.exc import GitCommandError, GitCommandNotFound
 
 from controller import tempdirs
 from controller.credentials import redact
-from controller.errors import PandaDeployError, Reason, StageFailed, Transient
+from controller.errors import PandaDeployError, Reason, StageFailed, Transient, format_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +91,10 @@ class SourceAuthFailed(StageFailed):
     reason = Reason.SOURCE_AUTH_FAILED
 
 
+class RepositoryTooLarge(StageFailed):
+    reason = Reason.REPOSITORY_TOO_LARGE
+
+
 class _GitFailed(Exception):
     """One git command exited non-zero (internal: classified by the caller)."""
 
@@ -109,8 +116,11 @@ class GitRepository:
     """The `Git` adapter: `git ls-remote` to resolve, `git fetch --depth 1` of one commit to check out."""
 
     def __init__(self, *, fetch_timeout: float = 300.0, ls_remote_timeout: float = 60.0,
-                 token_username: str = 'x-access-token', config: Mapping[str, str] | None = None) -> None:
-        """`config`: extra git settings for every call (e.g. `http.sslCAInfo`, `http.proxy`), never secrets."""
+                 token_username: str = 'x-access-token', config: Mapping[str, str] | None = None,
+                 max_checkout_bytes: int | None = None) -> None:
+        """`config`: extra git settings for every call (e.g. `http.sslCAInfo`, `http.proxy`), never secrets;
+        `max_checkout_bytes`: the most a commit's files may add up to (RepositoryTooLarge above it)."""
+        self.max_checkout_bytes = max_checkout_bytes
         self.fetch_timeout = fetch_timeout
         self.ls_remote_timeout = ls_remote_timeout
         self.token_username = token_username
@@ -177,6 +187,8 @@ class GitRepository:
                 raise RevisionNotFound(f'{ref} moved from {revision[:12]} to {fetched[:12]} in '
                                        f'{self._show(url, token)} while fetching; the server refuses '
                                        'fetching commits by SHA') from None
+        if self.max_checkout_bytes is not None:
+            self._check_size(url=url, token=token, revision=revision, into=into, env=env)
         self._git(['-c', 'advice.detachedHead=false', 'checkout', '--quiet', '--detach', revision], env=env,
                   timeout=self.fetch_timeout, cwd=into, url=url, token=token)
         head = self._git(['rev-parse', 'HEAD'], env=env, timeout=self.ls_remote_timeout, cwd=into,
@@ -227,6 +239,18 @@ class GitRepository:
             except _GitFailed as failed:
                 which = 'is ambiguous' if 'ambiguous' in failed.stderr else 'not found'
                 raise RevisionNotFound(f'commit {prefix} {which} in {self._show(url, token)}') from None
+
+    def _check_size(self, *, url: str, token: str | None, revision: str, into: pathlib.Path,
+                    env: Mapping[str, str]) -> None:
+        """RepositoryTooLarge when the files of `revision` (fetched, not checked out) exceed the limit."""
+        assert self.max_checkout_bytes is not None
+        listing = self._git(['ls-tree', '-r', '-l', '-z', '--full-tree', revision], env=env,
+                            timeout=self.ls_remote_timeout, cwd=into, url=url, token=token)
+        size = tree_bytes(listing)
+        if size > self.max_checkout_bytes:
+            raise RepositoryTooLarge(f'repository {self._show(url, token)} at {revision[:7]} has '
+                                     f'{format_bytes(size)} of files, over the operator\'s limit of '
+                                     f'{format_bytes(self.max_checkout_bytes)} (PANDA_DEPLOY_MAX_CHECKOUT_BYTES)')
 
     # Running git.
 
@@ -320,6 +344,18 @@ def _http_origin(url: str) -> str | None:
     host = parts.hostname if ':' not in parts.hostname else f'[{parts.hostname}]'
     port = f':{parts.port}' if parts.port else ''
     return f'{parts.scheme.lower()}://{host}{port}/'
+
+
+def tree_bytes(listing: str) -> int:
+    """What the files in `git ls-tree -r -l -z` output (`mode type object size\tpath` entries) cost checked
+    out, counted as a tar counts them: each its size rounded up to 512 bytes, plus 512 (a million empty
+    files are not free)."""
+    total = 0
+    for entry in listing.split('\0'):
+        fields = entry.partition('\t')[0].split()
+        if len(fields) == 4 and fields[1] == 'blob' and fields[3].isdigit():
+            total += 512 + -(-int(fields[3]) // 512) * 512
+    return total
 
 
 def _matches(text: str, needles: Sequence[str]) -> bool:

@@ -12,7 +12,7 @@ address (PANDA_DEPLOY_REGISTRY) the plain registry of
 """
 from __future__ import annotations
 
-from controller.adapters import Adapters, Docker, Registry
+from controller.adapters import DEFAULT_LIMITS, Adapters, BuildLimits, Docker, Registry
 from controller.adapters.aws import session_for
 from controller.adapters.codedeploy import CodeDeployDeployments
 from controller.adapters.docker import DockerEngine
@@ -26,18 +26,21 @@ from controller.credentials import Credentials
 from controller.models import PandaDeploySpec
 
 
-def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *, registry: str | None) -> Adapters:
-    """The real adapters for a run of `spec` with `credentials`; pushes go to `registry` when given, else ECR."""
+def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *, registry: str | None,
+                  limits: BuildLimits = DEFAULT_LIMITS) -> Adapters:
+    """The real adapters for a run of `spec` with `credentials`; pushes go to `registry` when given, else ECR;
+    the repository's checkout, build context and build output within `limits`."""
     session = session_for(spec.aws, credentials)
+    engine = DockerEngine(max_context_bytes=limits.context_bytes, max_output_bytes=limits.build_output_bytes)
     images: Registry
     docker: Docker
     if registry is None:
-        images, docker = EcrRegistry(session=session, credentials=credentials), DockerEngine()
+        images, docker = EcrRegistry(session=session, credentials=credentials), engine
     else:
         plain = PlainRegistry(address=registry, session=session, credentials=credentials)
-        images, docker = plain, PushRecorder(docker=DockerEngine(), registry=plain)
+        images, docker = plain, PushRecorder(docker=engine, registry=plain)
     return Adapters(
-        git=GitRepository(),
+        git=GitRepository(max_checkout_bytes=limits.checkout_bytes),
         docker=docker,
         registry=images,
         ecs=EcsService(session=session, credentials=credentials),
