@@ -31,7 +31,8 @@ def context(root: pathlib.Path, files: tuple[str, ...] = FILES, ignore: tuple[st
     return root
 
 
-def packed(root: pathlib.Path, *, dockerfile: str = 'Dockerfile', max_bytes: int = 10 ** 9) -> dict[str, tarfile.TarInfo]:
+def packed(root: pathlib.Path, *, dockerfile: str = 'Dockerfile',
+           max_bytes: int = 10 ** 9) -> dict[str, tarfile.TarInfo]:
     buffer = io.BytesIO()
     size = pack_context(root, dockerfile=dockerfile, max_bytes=max_bytes, into=buffer)
     assert size <= len(buffer.getvalue())  # the count is the tar's size (tarfile pads the last record)
