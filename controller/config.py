@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 
 from controller import egress
-from controller.adapters import AdapterFactory, AdapterSettings, AdapterWiring
+from controller.adapters import AdapterFactory, AdapterSettings, AdapterWiring, BuildLimits
 
 DEFAULT_ADAPTERS = 'controller.adapters.wiring:make_adapters'
 
@@ -39,6 +39,8 @@ class Config:
     """PANDA_DEPLOY_GIT_HOSTS: the git hosts a token may be sent to (controller.egress; default github.com)."""
     health_check_deny: egress.DeniedNetworks = dataclasses.field(default_factory=egress.DeniedNetworks.default)
     """PANDA_DEPLOY_HEALTH_CHECK_DENY: networks a health check never connects to (controller.egress)."""
+    limits: BuildLimits = dataclasses.field(default_factory=BuildLimits)
+    """PANDA_DEPLOY_MAX_CHECKOUT_BYTES, _MAX_CONTEXT_BYTES, _MAX_BUILD_OUTPUT_BYTES: what a repository may cost."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -54,7 +56,8 @@ class Config:
                    adapters=env.get('PANDA_DEPLOY_ADAPTERS', cls.adapters),
                    git_hosts=egress.GitHosts.parse(env.get(egress.GIT_HOSTS_VARIABLE, egress.DEFAULT_GIT_HOSTS)),
                    health_check_deny=egress.DeniedNetworks.parse(
-                       env.get(egress.HEALTH_CHECK_DENY_VARIABLE, egress.DEFAULT_HEALTH_CHECK_DENY)))
+                       env.get(egress.HEALTH_CHECK_DENY_VARIABLE, egress.DEFAULT_HEALTH_CHECK_DENY)),
+                   limits=_limits(env))
 
     def adapter_factory(self) -> AdapterFactory:
         """The `AdapterWiring` PANDA_DEPLOY_ADAPTERS names, with this configuration's settings bound."""
@@ -64,4 +67,20 @@ class Config:
 
     def adapter_settings(self) -> AdapterSettings:
         return AdapterSettings(registry=self.registry, git_hosts=self.git_hosts,
-                               health_check_deny=self.health_check_deny)
+                               health_check_deny=self.health_check_deny, limits=self.limits)
+
+
+_LIMITS = {'checkout_bytes': 'PANDA_DEPLOY_MAX_CHECKOUT_BYTES', 'context_bytes': 'PANDA_DEPLOY_MAX_CONTEXT_BYTES',
+           'build_output_bytes': 'PANDA_DEPLOY_MAX_BUILD_OUTPUT_BYTES'}
+
+
+def _limits(env: Mapping[str, str]) -> BuildLimits:
+    """The byte limits set in `env` (whole numbers of bytes, at least 1), the defaults for the others."""
+    given: dict[str, int] = {}
+    for field, variable in _LIMITS.items():
+        if env.get(variable, '').strip():
+            value = int(env[variable])
+            if value < 1:
+                raise ValueError(f'{variable} must be at least 1 (bytes)')
+            given[field] = value
+    return BuildLimits(**given)

@@ -4,10 +4,26 @@ The reason strings are the CamelCase constants that appear in conditions,
 events and the `panda_deploy_stage_failures_total{reason}` metric. Error types
 decide the outcome (Flux's way): a `Stall` waits for a spec or Secret change,
 a `StageFailed` ends the run as Failed, a `Transient` is retried with backoff.
+
+Messages are capped here, where they are made (`cap_message`), because their
+text often comes from a stranger (a repository's build output, a server's
+error): one message goes to the status several times (stage record,
+conditions, history) and to an Event, and a status must stay far from the API
+server's object size limit. The status models apply the same cap to whatever
+is assigned to their message fields, so nothing bypasses it.
 """
 from __future__ import annotations
 
-from controller.models import ABORT_ANNOTATION
+from controller.models import ABORT_ANNOTATION, cap_message
+
+
+def format_bytes(size: float) -> str:
+    """'512 B', '3.0 MiB', '1.2 GiB': sizes in messages."""
+    for unit in ('B', 'KiB', 'MiB', 'GiB'):
+        if size < 1024 or unit == 'GiB':
+            return f'{size:.0f} {unit}' if unit == 'B' else f'{size:.1f} {unit}'
+        size /= 1024
+    raise AssertionError('unreachable')
 
 
 class Reason:
@@ -34,6 +50,11 @@ class Reason:
     SOURCE_AUTH_FAILED = 'SourceAuthFailed'
     DOCKERFILE_NOT_FOUND = 'DockerfileNotFound'
     AMBIGUOUS_DOCKERFILE = 'AmbiguousDockerfile'
+    DOCKERFILE_OUTSIDE_CONTEXT = 'DockerfileOutsideContext'
+    SYMLINK_NOT_ALLOWED = 'SymlinkNotAllowed'
+    REPOSITORY_TOO_LARGE = 'RepositoryTooLarge'
+    CONTEXT_TOO_LARGE = 'ContextTooLarge'
+    BUILD_OUTPUT_TOO_LARGE = 'BuildOutputTooLarge'
     BUILD_FAILED = 'BuildFailed'
     INVALID_CREDENTIALS = 'InvalidCredentials'
     PUSH_FAILED = 'PushFailed'
@@ -51,10 +72,11 @@ class Reason:
 
 
 class PandaDeployError(Exception):
-    """Base: a reason and a short, specific message."""
+    """Base: a reason and a short, specific message (capped: see `cap_message`)."""
     reason: str = Reason.UNEXPECTED_ERROR
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
+        message = cap_message(message)
         super().__init__(message)
         self.message = message
         if reason is not None:
@@ -102,6 +124,18 @@ class BuildFailed(StageFailed):
     def __init__(self, *, image_name: str, exit_code: int | None, log_tail: str = '') -> None:
         self.image_name, self.exit_code, self.log_tail = image_name, exit_code, log_tail
         text = f'docker build of {image_name} failed (exit code {exit_code})'
+        if log_tail:
+            text += f': {log_tail}'
+        super().__init__(text)
+
+
+class BuildOutputTooLarge(StageFailed):
+    reason = Reason.BUILD_OUTPUT_TOO_LARGE
+
+    def __init__(self, *, image_name: str, limit: int, log_tail: str = '') -> None:
+        self.image_name, self.limit, self.log_tail = image_name, limit, log_tail
+        text = (f'docker build of {image_name} stopped: its output passed the operator\'s limit of '
+                f'{format_bytes(limit)} (PANDA_DEPLOY_MAX_BUILD_OUTPUT_BYTES)')
         if log_tail:
             text += f': {log_tail}'
         super().__init__(text)

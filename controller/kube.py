@@ -24,10 +24,9 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from controller.models import GROUP, KIND, PLURAL, VERSION, Logger
+from controller.models import GROUP, KIND, PLURAL, VERSION, Logger, cap_message
 
 MERGE_PATCH = 'application/merge-patch+json'
-EVENT_MESSAGE_LIMIT = 1024
 COMPONENT = 'panda-deploy'
 # Backoff for API calls that fail in passing (connection errors, timeouts, 429, 5xx).
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -171,8 +170,7 @@ class Kube:
     def post_event(self, *, ref: Mapping[str, str], type: str, reason: str, message: str) -> None:
         """A core/v1 Event on the object (what `kubectl describe` and `get events` show)."""
         now = datetime.datetime.now(tz=datetime.timezone.utc)
-        if len(message) > EVENT_MESSAGE_LIMIT:
-            message = message[:EVENT_MESSAGE_LIMIT - 3] + '...'
+        message = cap_message(message)  # the status's cap: Kubernetes keeps 1 KiB of an Event's message
         body = {
             'apiVersion': 'v1', 'kind': 'Event',
             'metadata': {'name': f'{ref["name"]}.{uuid.uuid4().hex[:16]}', 'namespace': ref['namespace']},

@@ -19,6 +19,23 @@ from controller.models import PandaDeploySpec
 
 LogLine = Callable[[str], None]
 
+GiB, MiB = 1024 ** 3, 1024 ** 2
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildLimits:
+    """What one run's repository may cost the operator (a repository is a stranger's input); set on the
+    operator (PANDA_DEPLOY_MAX_*, read by `controller.config`)."""
+    checkout_bytes: int = 1 * GiB
+    """The files of the commit checked out (from git's tree, before any is written)."""
+    context_bytes: int = 512 * MiB
+    """The build context as sent to the Docker engine (a tar, after .dockerignore)."""
+    build_output_bytes: int = 64 * MiB
+    """The build's output; past it the build is stopped."""
+
+
+DEFAULT_LIMITS = BuildLimits()
+
 
 @dataclasses.dataclass(frozen=True)
 class RegistryAuth:
@@ -206,6 +223,8 @@ class AdapterSettings:
     """PANDA_DEPLOY_GIT_HOSTS: where a token may be sent."""
     health_check_deny: DeniedNetworks = dataclasses.field(default_factory=DeniedNetworks.default)
     """PANDA_DEPLOY_HEALTH_CHECK_DENY: networks a health check never connects to."""
+    limits: BuildLimits = DEFAULT_LIMITS
+    """PANDA_DEPLOY_MAX_*: what a repository may cost."""
 
 
 class AdapterWiring(Protocol):

@@ -5,8 +5,17 @@ are neither whole lines nor one line each; reading them here lets every line
 reach the run's log as it happens, keeps the last lines for the failure
 message, and lets a cancelled run stop the build. Builds reuse the layer
 cache (no `nocache`) and never pull (`pull=False`): base images are whatever
-the engine holds. The SDK sends the context directory minus `.dockerignore`
-matches, as the docker CLI does.
+the engine holds. The context is packed by `controller.adapters.build_context`
+(`.dockerignore` honoured as the docker CLI does, no link followed, its size
+bounded) into an unnamed temporary file that the SDK streams to the engine.
+
+A build's output is a stranger's too: each line keeps at most `LINE_LIMIT`
+characters (a line without end grows nothing), the failure message keeps the
+last `tail_lines` of them, and a build whose output passes `max_output_bytes`
+is stopped (`BuildOutputTooLarge`): its step killed, as a cancelled one is.
+Stopping, rather than only bounding memory until the stage timeout, because
+such output holds a worker, the engine's CPU and the operator's log for
+nothing: real builds print a few MiB at most.
 
 Push credentials go to the engine in the push request's X-Registry-Auth
 header only: no `docker login`, nothing written to ~/.docker/config.json, no
@@ -16,30 +25,29 @@ without an engine.
 """
 from __future__ import annotations
 
-import collections
 import os
 import pathlib
 import re
+import tempfile
 import threading
-from collections.abc import Generator, Iterable, Iterator, Mapping
-from typing import Any, NoReturn
+from collections.abc import Generator, Iterable, Mapping
+from typing import IO, Any, NoReturn
 
 import docker
 import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
-from controller.adapters import LogLine, RegistryAuth
+from controller.adapters import BuildLimits, LogLine, RegistryAuth
+from controller.adapters.build_context import pack_context
+from controller.adapters.build_output import LINE_LIMIT, BuildOutput, StepContainer
 from controller.credentials import redact
-from controller.errors import BuildFailed, Reason, StageFailed, Transient
+from controller.errors import BuildFailed, BuildOutputTooLarge, Reason, StageFailed, Transient
+from controller.models import cap_message
 
 CONNECT_TIMEOUT = 10.0
 TAIL_LINES = 10
 _EXIT_CODE = re.compile(r'returned a non-zero code: (\d+)')
-_RUNNING_IN = re.compile(r'^ ---> Running in ([0-9a-f]{12,64})\s*$')
-# Terminal colour codes (the engine wraps a step's stderr in them) and other control characters: kept out
-# of the log tail, which becomes the status message and Event of a failed build.
-_TERMINAL_CODES = re.compile(r'\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]')
 _PUSHED_DIGEST = re.compile(r'digest: (sha256:[0-9a-f]{64})')
 # A registry's answers to a push worth trying again (the engine retries layer uploads itself, not the manifest):
 # a 5xx, or throttling.
@@ -63,32 +71,16 @@ def split_reference(reference: str) -> tuple[str, str]:
     return repository, tag
 
 
-class _Lines:
-    """Reassembles whole lines from stream fragments."""
-
-    def __init__(self) -> None:
-        self._partial = ''
-
-    def feed(self, text: str) -> Iterator[str]:
-        text = self._partial + text
-        *whole, self._partial = text.split('\n')
-        for line in whole:
-            line = line.rstrip('\r')
-            if line.strip():
-                yield line
-
-    def rest(self) -> Iterator[str]:
-        if self._partial.strip():
-            yield self._partial
-        self._partial = ''
-
-
 class DockerEngine:
     """The `Docker` adapter: one SDK client, made on first use."""
 
-    def __init__(self, *, read_timeout: float = 900.0, tail_lines: int = TAIL_LINES) -> None:
+    def __init__(self, *, read_timeout: float = 900.0, tail_lines: int = TAIL_LINES,
+                 max_context_bytes: int = BuildLimits.context_bytes,
+                 max_output_bytes: int = BuildLimits.build_output_bytes) -> None:
         self._read_timeout = read_timeout
         self._tail_lines = tail_lines
+        self._max_context_bytes = max_context_bytes
+        self._max_output_bytes = max_output_bytes
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
 
@@ -99,23 +91,38 @@ class DockerEngine:
         """Build `context` with `dockerfile` (relative to it) as `tag`; each output line goes to `log`.
 
         Failure: `BuildFailed` with the exit code when the engine reports one
-        and the last lines of output. `cancel` set: the step's container is
-        killed, the stream dropped (the engine then abandons the build) and
-        StageFailed(BuildFailed, "build cancelled") raised.
+        and the last lines of output; `ContextTooLarge`, `SymlinkNotAllowed`
+        from packing the context; `BuildOutputTooLarge` (the step killed).
+        `cancel` set: the step's container is killed, the stream dropped (the
+        engine then abandons the build) and StageFailed(BuildFailed, "build
+        cancelled") raised.
         """
         if cancel.is_set():
             raise _build_cancelled(tag)
+        with tempfile.TemporaryFile() as packed:  # unnamed: gone when closed, or when the process dies
+            pack_context(context, dockerfile=dockerfile, max_bytes=self._max_context_bytes, into=packed)
+            packed.seek(0)
+            return self._build_packed(packed, dockerfile=dockerfile, tag=tag, labels=labels,
+                                      build_args=build_args, log=log, cancel=cancel)
+
+    def _build_packed(self, packed: IO[bytes], *, dockerfile: str, tag: str, labels: Mapping[str, str],
+                      build_args: Mapping[str, str], log: LogLine, cancel: threading.Event) -> str:
+        """The build of the packed context (see `build`)."""
         api = self._api(reason=Reason.BUILD_FAILED)
-        output = _BuildOutput(log=log, tail_lines=self._tail_lines)
+        output = BuildOutput(log=log, tail_lines=self._tail_lines, max_bytes=self._max_output_bytes)
         finished = threading.Event()
         watcher = threading.Thread(target=self._stop_on_cancel, kwargs={'cancel': cancel, 'finished': finished,
                                                                         'step': output.step},
                                    name=f'docker-build-cancel-{tag}', daemon=True)
         watcher.start()
         try:
-            stream = api.build(path=str(context), dockerfile=dockerfile, tag=tag, labels=dict(labels),
-                               buildargs=dict(build_args), rm=True, forcerm=True, pull=False, decode=True)
+            stream = api.build(fileobj=packed, custom_context=True, dockerfile=dockerfile, tag=tag,
+                               labels=dict(labels), buildargs=dict(build_args), rm=True, forcerm=True, pull=False,
+                               decode=True)
             self._follow_build(stream, output, tag=tag, cancel=cancel)
+        except BuildOutputTooLarge:
+            self._kill(output.step.get())
+            raise
         except _ENGINE_DOWN as exc:
             if cancel.is_set():
                 raise _build_cancelled(tag) from exc
@@ -125,7 +132,7 @@ class DockerEngine:
             raise Transient(f'No output from the Docker engine for {self._read_timeout:.0f} seconds '
                             f'during the build of {tag}') from exc
         except docker.errors.APIError as exc:
-            output.tail.append(redact(str(exc.explanation or exc)))
+            output.tail.append(cap_message(redact(str(exc.explanation or exc)), LINE_LIMIT))
             raise BuildFailed(image_name=tag, exit_code=None, log_tail=output.tail_text()) from exc
         finally:
             finished.set()
@@ -184,7 +191,7 @@ class DockerEngine:
                 self._client = client
             return self._client.api
 
-    def _follow_build(self, stream: Generator[dict[str, Any], None, None], output: _BuildOutput, *, tag: str,
+    def _follow_build(self, stream: Generator[dict[str, Any], None, None], output: BuildOutput, *, tag: str,
                       cancel: threading.Event) -> None:
         """Read the build's stream to its end (or until `cancel`); an error in it raises."""
         try:
@@ -192,6 +199,9 @@ class DockerEngine:
                 if cancel.is_set():
                     break
                 output.take(chunk)
+                if output.size > output.max_bytes:
+                    output.flush()  # the line it was printing, cut, ends the tail
+                    raise BuildOutputTooLarge(image_name=tag, limit=output.max_bytes, log_tail=output.tail_text())
                 if 'error' in chunk or 'errorDetail' in chunk:
                     if cancel.is_set():
                         break
@@ -200,7 +210,7 @@ class DockerEngine:
             stream.close()  # drops the connection when stopped early: the engine abandons the build
         output.flush()
 
-    def _build_error(self, chunk: Mapping[str, Any], output: _BuildOutput, *, tag: str) -> NoReturn:
+    def _build_error(self, chunk: Mapping[str, Any], output: BuildOutput, *, tag: str) -> NoReturn:
         """The build reported an error: BuildFailed with its exit code, or Transient when the engine went away."""
         output.flush()
         detail = chunk.get('errorDetail') or {}
@@ -225,71 +235,21 @@ class DockerEngine:
         except docker.errors.ImageNotFound as exc:
             raise BuildFailed(image_name=tag, exit_code=None, log_tail='build ended without the image') from exc
 
-    def _stop_on_cancel(self, *, cancel: threading.Event, finished: threading.Event, step: _StepContainer) -> None:
+    def _stop_on_cancel(self, *, cancel: threading.Event, finished: threading.Event, step: StepContainer) -> None:
         """Watches `cancel` during a build: kills the running step so that a silent step ends too."""
         while not finished.is_set():
             if cancel.wait(0.2):
-                container = step.get()
-                if container and not finished.is_set():
-                    try:
-                        self._api().kill(container)
-                    except (docker.errors.APIError, *_ENGINE_DOWN):
-                        pass  # the step ended meanwhile, or the engine went away: the stream ends either way
+                if not finished.is_set():
+                    self._kill(step.get())
                 return
 
-
-class _StepContainer:
-    """The container of the build step now running (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._id: str | None = None
-
-    def set(self, container: str) -> None:
-        with self._lock:
-            self._id = container
-
-    def get(self) -> str | None:
-        with self._lock:
-            return self._id
-
-
-class _BuildOutput:
-    """One build's output as it streams: whole lines to the run's log, the last lines kept for the
-    failure message, the running step's container (for cancelling) and the image id noted."""
-
-    def __init__(self, *, log: LogLine, tail_lines: int) -> None:
-        self.tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
-        self.step = _StepContainer()
-        self.image_id: str | None = None
-        self._log = log
-        self._lines = _Lines()
-
-    def take(self, chunk: Mapping[str, Any]) -> None:
-        """One chunk of the engine's JSON stream."""
-        if 'stream' in chunk:
-            for line in self._lines.feed(str(chunk['stream'])):
-                self.emit(line)
-        elif 'status' in chunk:
-            self.emit(str(chunk['status']))
-        if isinstance(chunk.get('aux'), dict) and chunk['aux'].get('ID'):
-            self.image_id = str(chunk['aux']['ID'])
-
-    def emit(self, line: str) -> None:
-        line = _TERMINAL_CODES.sub('', redact(line))
-        self.tail.append(line)
-        found = _RUNNING_IN.match(line)
-        if found:
-            self.step.set(found.group(1))
-        self._log(line)
-
-    def flush(self) -> None:
-        """The last line, when the stream ended without its newline."""
-        for line in self._lines.rest():
-            self.emit(line)
-
-    def tail_text(self) -> str:
-        return '\n'.join(self.tail)
+    def _kill(self, container: str | None) -> None:
+        """Kill a build step's container (forcerm then removes it)."""
+        if container:
+            try:
+                self._api().kill(container)
+            except (docker.errors.APIError, *_ENGINE_DOWN):
+                pass  # the step ended meanwhile, or the engine went away: the stream ends either way
 
 
 def _build_cancelled(tag: str) -> StageFailed:

@@ -38,6 +38,9 @@ Why it is built this way:
   Dockerfile that copies `.git` into an image copies nothing sensitive.
 - Every message that leaves this module goes through `redact` with the token,
   and URLs are shown without their user-info.
+- A repository may be far larger checked out than fetched (a pack of a few
+  KiB can hold gigabytes of zeros), so with `max_checkout_bytes` the
+  commit's tree is measured (`git ls-tree -l`) before any file is written.
 """
 from __future__ import annotations
 
@@ -53,56 +56,34 @@ from collections.abc import Mapping, Sequence
 
 from controller import tempdirs
 from controller.adapters import gitprocess
+from controller.adapters.git_failures import (
+    AUTH_FAILED,
+    NETWORK,
+    NOT_FOUND,
+    SHA_REFUSED,
+    GitNotInstalled,
+    RepositoryTooLarge,
+    RevisionNotFound,
+    SourceAuthFailed,
+    SourceNotFound,
+    matches,
+    summary,
+    tree_bytes,
+)
 from controller.credentials import redact
 from controller.egress import GitHosts
-from controller.errors import PandaDeployError, Reason, StageFailed, Transient
+from controller.errors import PandaDeployError, Reason, StageFailed, Transient, format_bytes
 
 logger = logging.getLogger(__name__)
 
 _FULL_SHA = re.compile(r'^[0-9a-f]{40}$')
 _SHORT_SHA = re.compile(r'^[0-9a-f]{4,39}$')
 
-# Substrings of git's stderr (lower-cased, LC_ALL=C) and what they mean.
-_AUTH_FAILED = (
-    'authentication failed', 'could not read username', 'could not read password',
-    'terminal prompts disabled', 'returned error: 401', 'returned error: 403',
-    'invalid username or password', 'permission denied', 'access denied', 'bad credentials',
-)
-_NOT_FOUND = (
-    'does not appear to be a git repository', 'repository not found', 'returned error: 404',
-    'not valid: is this a git repository', "' not found",
-)
-_NETWORK = (
-    'timed out', 'timeout', 'connection reset', 'connection refused', 'connection closed',
-    'could not resolve host', 'temporary failure in name resolution', 'failed to connect',
-    'early eof', 'rpc failed', 'unexpected disconnect', 'the remote end hung up',
-    'returned error: 5', 'returned error: 429', 'ssl_error', 'gnutls', 'network is unreachable',
-    'empty reply from server', 'transfer closed', 'too slow',
-)
-# The server will not hand out a commit by its SHA (or does not have it).
-_SHA_REFUSED = ('not our ref', 'unadvertised object', "couldn't find remote ref", 'no such remote ref')
-
 # The credential helper: for `get`, print what the inherited pipe holds; `store` and `erase` do nothing.
 # Only the pipe's file descriptor number travels in the environment.
 _FD_VARIABLE = 'PANDA_DEPLOY_GIT_CREDENTIAL_FD'
 _HELPER = ('!f() { cat >/dev/null; test "$1" = get && test -n "$%s" && cat "/dev/fd/$%s"; }; f'
            % (_FD_VARIABLE, _FD_VARIABLE))
-
-
-class SourceNotFound(StageFailed):
-    reason = Reason.SOURCE_NOT_FOUND
-
-
-class RevisionNotFound(StageFailed):
-    reason = Reason.REVISION_NOT_FOUND
-
-
-class SourceAuthFailed(StageFailed):
-    reason = Reason.SOURCE_AUTH_FAILED
-
-
-class GitNotInstalled(StageFailed):
-    reason = Reason.GIT_NOT_INSTALLED
 
 
 class _GitFailed(Exception):
@@ -137,9 +118,11 @@ class GitRepository:
     def __init__(self, *, fetch_timeout: float = 300.0, ls_remote_timeout: float = 60.0,
                  token_username: str = 'x-access-token', config: Mapping[str, str] | None = None,
                  token_hosts: GitHosts | None = None, low_speed_limit: int = 1000,
-                 low_speed_seconds: int = 30) -> None:
+                 low_speed_seconds: int = 30, max_checkout_bytes: int | None = None) -> None:
         """`config`: extra git settings for every call (e.g. `http.sslCAInfo`, `http.proxy`), never secrets.
-        `token_hosts`: where a token may go (default: github.com over https)."""
+        `token_hosts`: where a token may go (default: github.com over https); `max_checkout_bytes`: the most
+        a commit's files may add up to (RepositoryTooLarge above it)."""
+        self.max_checkout_bytes = max_checkout_bytes
         self.fetch_timeout = fetch_timeout
         self.ls_remote_timeout = ls_remote_timeout
         self.token_username = token_username
@@ -197,7 +180,7 @@ class GitRepository:
         try:
             self._run(fetch + [revision], remote, timeout=self.fetch_timeout, cwd=into, action='fetch')
         except _GitFailed as failed:
-            if failed.stopped or not _matches(failed.stderr, _SHA_REFUSED):
+            if failed.stopped or not matches(failed.stderr, SHA_REFUSED):
                 raise self._classify(failed, remote) from None
             logger.debug('fetch by SHA refused by %s; looking for a ref at %s', self._show(remote), revision)
             ref = self._ref_at(remote, revision=revision)
@@ -208,6 +191,8 @@ class GitRepository:
                 raise RevisionNotFound(f'{ref} moved from {revision[:12]} to {fetched[:12]} in '
                                        f'{self._show(remote)} while fetching; the server refuses '
                                        'fetching commits by SHA') from None
+        if self.max_checkout_bytes is not None:
+            self._check_size(remote, revision=revision, into=into)
         self._git(['-c', 'advice.detachedHead=false', 'checkout', '--quiet', '--detach', revision], remote,
                   timeout=self.fetch_timeout, cwd=into)
         head = self._git(['rev-parse', 'HEAD'], remote, timeout=self.ls_remote_timeout, cwd=into)
@@ -263,6 +248,17 @@ class GitRepository:
                     raise self._classify(failed, remote) from None
                 which = 'is ambiguous' if 'ambiguous' in failed.stderr else 'not found'
                 raise RevisionNotFound(f'commit {prefix} {which} in {self._show(remote)}') from None
+
+    def _check_size(self, remote: _Remote, *, revision: str, into: pathlib.Path) -> None:
+        """RepositoryTooLarge when the files of `revision` (fetched, not checked out) exceed the limit."""
+        assert self.max_checkout_bytes is not None
+        listing = self._git(['ls-tree', '-r', '-l', '-z', '--full-tree', revision], remote,
+                            timeout=self.ls_remote_timeout, cwd=into)
+        size = tree_bytes(listing)
+        if size > self.max_checkout_bytes:
+            raise RepositoryTooLarge(f'repository {self._show(remote)} at {revision[:7]} has '
+                                     f'{format_bytes(size)} of files, over the operator\'s limit of '
+                                     f'{format_bytes(self.max_checkout_bytes)} (PANDA_DEPLOY_MAX_CHECKOUT_BYTES)')
 
     # Running git.
 
@@ -326,7 +322,7 @@ class GitRepository:
     def _classify(self, failed: _GitFailed, remote: _Remote) -> PandaDeployError:
         """The run's verdict on a failed git command, as a redacted, specific error."""
         where, token = self._show(remote), remote.token
-        detail = _summary(redact(failed.stderr, [token] if token else []))
+        detail = summary(redact(failed.stderr, [token] if token else []))
         if failed.stopped == gitprocess.ABANDONED:  # nobody waits for this answer any more
             return StageFailed(f'git {failed.action} of {where} stopped: the stage was abandoned',
                                reason=Reason.CANCELLED)
@@ -337,14 +333,14 @@ class GitRepository:
         if failed.stopped == gitprocess.TOO_MUCH_OUTPUT:
             return StageFailed(f'git {failed.action} of {where} stopped: the server sent more than '
                                f'{gitprocess.MAX_STDOUT >> 20} MiB', reason=Reason.SOURCE_UNAVAILABLE)
-        if _matches(failed.stderr, _AUTH_FAILED):
+        if matches(failed.stderr, AUTH_FAILED):
             hint = '' if token else '; no token given (set spec.source.tokenSecretRef for a private repository)'
             return SourceAuthFailed(f'authentication to {where} failed: {detail}{hint}')
-        if _matches(failed.stderr, _NOT_FOUND):
+        if matches(failed.stderr, NOT_FOUND):
             hint = '' if token or not _http_origin(remote.url) else \
                 '; a private repository needs spec.source.tokenSecretRef'
             return SourceNotFound(f'repository {where} not found: {detail}{hint}')
-        if _matches(failed.stderr, _NETWORK):
+        if matches(failed.stderr, NETWORK):
             return Transient(f'git {failed.action} of {where} failed: {detail}', reason=Reason.SOURCE_UNAVAILABLE)
         return StageFailed(f'git {failed.action} of {where} failed (exit {failed.status}): {detail}',
                            reason=Reason.SOURCE_NOT_FOUND)
@@ -369,14 +365,5 @@ def _http_origin(url: str) -> str | None:
     return f'{parts.scheme.lower()}://{host}{port}/'
 
 
-def _matches(text: str, needles: Sequence[str]) -> bool:
-    lowered = text.lower()
-    return any(needle in lowered for needle in needles)
-
-
-def _summary(stderr: str, *, limit: int = 300) -> str:
-    """git's own lines that say what went wrong, on one line."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    telling = [line for line in lines if line.lower().startswith(('fatal:', 'error:', 'remote:'))] or lines
-    text = '; '.join(dict.fromkeys(telling)) or 'no error output'
-    return text if len(text) <= limit else text[:limit - 1] + '…'
+__all__ = ['GitNotInstalled', 'GitRepository', 'RepositoryTooLarge', 'RevisionNotFound', 'SourceAuthFailed',
+           'SourceNotFound', 'display_url', 'tree_bytes']

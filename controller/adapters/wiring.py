@@ -31,15 +31,17 @@ def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *,
     """The real adapters for a run of `spec` with `credentials`; pushes go to `settings.registry` when set, else ECR."""
     settings = settings or AdapterSettings()
     session = session_for(spec.aws, credentials)
+    limits = settings.limits
+    engine = DockerEngine(max_context_bytes=limits.context_bytes, max_output_bytes=limits.build_output_bytes)
     images: Registry
     docker: Docker
     if settings.registry is None:
-        images, docker = EcrRegistry(session=session, credentials=credentials), DockerEngine()
+        images, docker = EcrRegistry(session=session, credentials=credentials), engine
     else:
         plain = PlainRegistry(address=settings.registry, session=session, credentials=credentials)
-        images, docker = plain, PushRecorder(docker=DockerEngine(), registry=plain)
+        images, docker = plain, PushRecorder(docker=engine, registry=plain)
     return Adapters(
-        git=GitRepository(token_hosts=settings.git_hosts),
+        git=GitRepository(token_hosts=settings.git_hosts, max_checkout_bytes=limits.checkout_bytes),
         docker=docker,
         registry=images,
         ecs=EcsService(session=session, credentials=credentials),

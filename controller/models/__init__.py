@@ -16,6 +16,7 @@ from controller.models.base import (
     API_VERSION,
     GROUP,
     KIND,
+    MESSAGE_LIMIT,
     PLURAL,
     PROMOTE_ANNOTATION,
     SHORT_NAMES,
@@ -23,6 +24,7 @@ from controller.models.base import (
     VERSION,
     Logger,
     Model,
+    cap_message,
 )
 from controller.models.resource import (
     PandaDeploy,
@@ -48,6 +50,7 @@ from controller.models.spec import (
     duration_seconds,
 )
 from controller.models.status import (
+    HISTORY_MESSAGE_LIMIT,
     STAGE_COUNT,
     Condition,
     HealthCheckStatus,
@@ -62,6 +65,9 @@ from controller.models.status import (
 )
 
 __all__ = [
+    'cap_message',
+    'HISTORY_MESSAGE_LIMIT',
+    'MESSAGE_LIMIT',
     'ABORT_ANNOTATION',
     'API_VERSION',
     'Aws',

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -29,11 +30,30 @@ _GIT_URL = r'^(https?|file|ssh|git)://(?:[^/:@\s]+@)?[^\s@\x00-\x1f\x7f]+$'
 _SHA = r'^[0-9a-f]{7,40}$'
 _BRANCH = r'^[^\s~^:?*\[\\\x00-\x1f\x7f]+$'
 _ECR_REPO = r'^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$'
+_ECR_REPO_LENGTH = (2, 256)
 _AWS_REGION = r'^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]+$'
 _ROLE_ARN = r'^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$'
 _HTTP_URL = r'^https?://[^\s\x00-\x1f\x7f]+$'
 # Free text that reaches files, AWS names, logs and terminals: no control characters.
 _TEXT = r'^[^\x00-\x1f\x7f]*$'
+
+
+MESSAGE_LIMIT = 1024
+"""Characters of any message in status, conditions and Events (Kubernetes cuts Event messages at 1 KiB too)."""
+_CONTROL = re.compile(r'[\x00-\x08\x0b-\x1f\x7f]')
+
+
+def cap_message(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """`text` in at most `limit` characters: its beginning (what failed) and its end (the last words of a
+    log) around a note of what was cut; control characters other than newline and tab become spaces."""
+    text = _CONTROL.sub(' ', text)
+    if len(text) <= limit:
+        return text
+    marker = f' … [{len(text) - limit} characters cut] … '
+    marker = f' … [{len(text) - limit + len(marker)} characters cut] … '
+    keep = max(0, limit - len(marker))
+    head = keep * 2 // 5
+    return text[:head] + marker + text[len(text) - (keep - head):]
 
 
 class Model(BaseModel):

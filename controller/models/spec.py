@@ -13,6 +13,7 @@ from controller.models.base import (
     _BRANCH,
     _DNS_NAME,
     _ECR_REPO,
+    _ECR_REPO_LENGTH,
     _GIT_URL,
     _GITHUB_REPO,
     _HTTP_URL,
@@ -274,6 +275,19 @@ class PandaDeploySpec(Model):
     """How many past runs status.history keeps."""
     suspend: bool = False
     """Stop starting new runs (a run in flight finishes)."""
+
+    @model_validator(mode='after')
+    def _derived_repository_name(self) -> PandaDeploySpec:
+        """A name derived from the source that ECR would refuse is the spec's fault: say so before any AWS call."""
+        if self.image.repository is None:
+            name = self.repository_name
+            low, high = _ECR_REPO_LENGTH
+            if not (low <= len(name) <= high and re.match(_ECR_REPO, name)):
+                origin = 'spec.source.repo' if self.source.repo else 'spec.source.url'
+                raise ValueError(f'spec.image.repository must be set: the name derived from {origin}, {name!r}, '
+                                 f'is not a valid ECR repository name ({low}-{high} lowercase letters and digits, '
+                                 "separated by single '.', '_', '-' or '/'); set spec.image.repository")
+        return self
 
     @property
     def repository_name(self) -> str:

@@ -3,11 +3,24 @@ from __future__ import annotations
 
 import datetime
 import enum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import ConfigDict
+from pydantic import BeforeValidator, ConfigDict, Field
 
-from controller.models.base import Model
+from controller.models.base import MESSAGE_LIMIT, Model, cap_message
+
+HISTORY_MESSAGE_LIMIT = 256
+"""Characters of a history entry's message: up to 100 entries, each a summary (the full one is in `message`)."""
+
+
+def _capped(limit: int) -> BeforeValidator:
+    return BeforeValidator(lambda value: cap_message(value, limit) if isinstance(value, str) else value)
+
+
+# Messages (often a stranger's text: build output, a server's error) capped on assignment too, so that no
+# path around `PandaDeployError` can grow the status; the CRD says the same with maxLength.
+Message = Annotated[str, _capped(MESSAGE_LIMIT), Field(max_length=MESSAGE_LIMIT)]
+HistoryMessage = Annotated[str, _capped(HISTORY_MESSAGE_LIMIT), Field(max_length=HISTORY_MESSAGE_LIMIT)]
 
 
 class Phase(str, enum.Enum):
@@ -56,7 +69,7 @@ class Condition(Model):
     """True, False or Unknown."""
     reason: str
     """CamelCase reason for the last transition, e.g. BuildFailed."""
-    message: str = ''
+    message: Message = ''
     """Details of the last transition."""
     observed_generation: int | None = None
     """The generation the condition was set for."""
@@ -76,7 +89,7 @@ class StageRecord(Model):
     """When the stage started."""
     completed_at: datetime.datetime | None = None
     """When the stage ended."""
-    message: str = ''
+    message: Message = ''
     """What the stage did, or why it failed."""
     reason: str | None = None
     """CamelCase reason when the stage failed, was skipped or was cancelled."""
@@ -122,7 +135,7 @@ class HistoryEntry(Model):
     """Succeeded, Failed, Superseded or Cancelled."""
     reason: str | None = None
     """CamelCase reason when the run did not succeed."""
-    message: str = ''
+    message: HistoryMessage = ''
     """Last message of the run."""
     started_at: datetime.datetime
     """When the run started."""
@@ -178,7 +191,7 @@ class PandaDeployStatus(Model):
     """When the last run ended."""
     duration_seconds: float | None = None
     """How long the last run took, in seconds."""
-    message: str | None = None
+    message: Message | None = None
     """Last progress or error message."""
     stages: list[StageRecord] = []
     """Per-stage records of the current or last run."""

@@ -16,6 +16,7 @@ from typing import Any
 from controller import tempdirs
 from controller.errors import Reason, StageFailed
 from controller.models import ImageStatus, PandaDeploySpec, Source, StageName
+from controller.pipeline.checkout_paths import check_context_links, refuse_symlink_on_path
 from controller.pipeline.stage import Done, StageContext
 
 DOCKERFILE_NAMES = ('Dockerfile',)
@@ -77,30 +78,47 @@ def find_dockerfile(root: pathlib.Path, *, path: str | None, context: str | None
 
     The spec's path when given; else the root's Dockerfile; else the
     shallowest one, where two at the same depth are an error naming both.
+    Neither may be read through a symlink, and the Dockerfile must be inside
+    the context (Docker reads it from there).
     """
     if path is not None:
+        refuse_symlink_on_path(root, path, what='spec.source.dockerfile')
         if not (root / path).is_file():
             raise StageFailed(f'Dockerfile not found in repository at spec.source.dockerfile {path!r}',
                               reason=Reason.DOCKERFILE_NOT_FOUND)
         found = pathlib.PurePosixPath(path)
     else:
-        candidates = sorted(
-            p.relative_to(root) for p in root.rglob('*')
-            if p.name in DOCKERFILE_NAMES and p.is_file() and '.git' not in p.relative_to(root).parts)
-        if not candidates:
-            raise StageFailed('Dockerfile not found in repository', reason=Reason.DOCKERFILE_NOT_FOUND)
-        depth = min(len(c.parts) for c in candidates)
-        shallowest = [c for c in candidates if len(c.parts) == depth]
-        if len(shallowest) > 1:
-            names = ', '.join(str(c) for c in shallowest)
-            raise StageFailed(f'{len(shallowest)} Dockerfiles at the same depth ({names}); '
-                              'set spec.source.dockerfile to choose one', reason=Reason.AMBIGUOUS_DOCKERFILE)
-        found = pathlib.PurePosixPath(*shallowest[0].parts)
+        found = _discover(root)
+        refuse_symlink_on_path(root, str(found), what='Dockerfile')
     build_context = context if context is not None else (str(found.parent) if str(found.parent) != '.' else '.')
+    refuse_symlink_on_path(root, build_context, what='Build context spec.source.context')
     if not (root / build_context).is_dir():
         raise StageFailed(f'Build context spec.source.context {build_context!r} is not a directory in the repository',
                           reason=Reason.DOCKERFILE_NOT_FOUND)
+    if pathlib.PurePosixPath(build_context) not in (pathlib.PurePosixPath('.'), *found.parents):
+        raise StageFailed(f'Dockerfile {str(found)!r} is outside the build context {build_context!r} '
+                          '(spec.source.context); Docker reads the Dockerfile from the context: move it into '
+                          'the context, or set spec.source.context to a directory that holds it',
+                          reason=Reason.DOCKERFILE_OUTSIDE_CONTEXT)
     return str(found), build_context
+
+
+def _discover(root: pathlib.Path) -> pathlib.PurePosixPath:
+    """The shallowest Dockerfile of the checkout (rglob enters no linked directory; a linked file is found,
+    to be refused by name)."""
+    candidates = sorted(
+        p.relative_to(root) for p in root.rglob('*')
+        if p.name in DOCKERFILE_NAMES and (p.is_file() or p.is_symlink())
+        and '.git' not in p.relative_to(root).parts)
+    if not candidates:
+        raise StageFailed('Dockerfile not found in repository', reason=Reason.DOCKERFILE_NOT_FOUND)
+    depth = min(len(c.parts) for c in candidates)
+    shallowest = [c for c in candidates if len(c.parts) == depth]
+    if len(shallowest) > 1:
+        names = ', '.join(str(c) for c in shallowest)
+        raise StageFailed(f'{len(shallowest)} Dockerfiles at the same depth ({names}); '
+                          'set spec.source.dockerfile to choose one', reason=Reason.AMBIGUOUS_DOCKERFILE)
+    return pathlib.PurePosixPath(*shallowest[0].parts)
 
 
 class Build:
@@ -136,6 +154,7 @@ class Build:
             ctx.progress('Repository cloned')
             try:
                 dockerfile, context = find_dockerfile(checkout, path=source.dockerfile, context=source.context)
+                check_context_links(checkout, context)
             except StageFailed as exc:  # say which repository and commit were searched
                 raise StageFailed(f'{exc.message} ({source.repo or source.url} at {revision[:7]})',
                                   reason=exc.reason) from None
