@@ -5,9 +5,12 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.sandbox.aws.events import HookExecution
+
+if TYPE_CHECKING:
+    from controller.sandbox.aws.ecs_models import HookRun
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,13 @@ class Call:
         self.done = True
 
 
+@dataclasses.dataclass(kw_only=True)
+class AwaitAction:
+    """An ECS PAUSE hook: resume with its status once ContinueServiceDeployment (or its timeout) settled it."""
+
+    run: HookRun
+
+
 @dataclasses.dataclass
 class Outbox:
     """The callbacks due to run on the background thread, outside the simulator's lock."""
@@ -84,3 +94,4 @@ class Outbox:
 
 
 Effect = Sleep | AwaitHook | AwaitContinue | Call
+EcsEffect = Sleep | AwaitAction | Call
