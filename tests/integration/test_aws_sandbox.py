@@ -27,6 +27,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from controller.sandbox.aws import LIFECYCLE_EVENTS, AwsSandbox, HookExecution, Timings
+from tests.aws_contract import ContractCheck
 
 REGION = 'ap-northeast-2'
 CONTAINER, PORT = 'web', 80
@@ -34,6 +35,8 @@ CONTAINER, PORT = 'web', 80
 TIMINGS = Timings(step_seconds=0.1, minute_seconds=0.3, auto_hook_seconds=0.2)
 
 pytestmark = pytest.mark.timeout(60)
+#: Every CodeDeploy and ECS request and answer of the module, checked against botocore's model.
+CONTRACT = ContractCheck()
 
 
 _serial = itertools.count(1)
@@ -150,8 +153,11 @@ def appspec(task_definition: str, *, hooks: dict[str, str] | None = None, fmt: s
 def clients(url: str) -> dict[str, Any]:
     session = boto3.session.Session(aws_access_key_id='sandbox', aws_secret_access_key='sandbox',
                                     region_name=REGION)
-    return {name: session.client(name, endpoint_url=url) for name in ('codedeploy', 'ecs', 'elbv2', 'ec2', 'ecr',
+    made = {name: session.client(name, endpoint_url=url) for name in ('codedeploy', 'ecs', 'elbv2', 'ec2', 'ecr',
                                                                       'sts')}
+    CONTRACT.watch(made['codedeploy'])
+    CONTRACT.watch(made['ecs'])
+    return made
 
 
 def register_task_definition(ecs: Any, *, family: str, image: str) -> str:
@@ -250,13 +256,15 @@ def served() -> Iterator[tuple[AwsSandbox, Callbacks]]:
 
 
 @pytest.fixture
-def sandbox(served: tuple[AwsSandbox, Callbacks]) -> AwsSandbox:
-    """The module's sandbox with no deployments or recorded callbacks (moto is left alone: other modules share it)."""
+def sandbox(served: tuple[AwsSandbox, Callbacks]) -> Iterator[AwsSandbox]:
+    """The module's sandbox with no deployments or recorded callbacks (moto is left alone: other modules share it);
+    what it was asked and answered checked against botocore's model afterwards."""
     box, calls = served
     box.simulator.reset()
     calls.green.clear()
     calls.cleanup.clear()
-    return box
+    yield box
+    CONTRACT.assert_clean()
 
 
 @pytest.fixture

@@ -55,6 +55,45 @@ class MotoBackends:
         for arn in listener_arns:
             self.elbv2.modify_listener(arn, certificates=[], actions=[json.loads(json.dumps(action))])
 
+    def rule(self, arn: str) -> tuple[Any, Any] | None:
+        """(listener, rule) for a listener rule's ARN, or None."""
+        for load_balancer in self.elbv2.load_balancers.values():
+            for listener in load_balancer.listeners.values():
+                if arn in listener.rules:
+                    return listener, listener.rules[arn]
+        return None
+
+    def forward_weights(self, arn: str) -> dict[str, int] | None:
+        """The target groups a listener rule (ALB) or a listener (NLB) forwards to, by weight; None if it is unknown.
+
+        Raises ValueError for a rule that also does something else than forward (ECS refuses those)."""
+        found = self.rule(arn)
+        actions = found[1].actions if found else getattr(self.listener(arn), 'default_actions', None)
+        if actions is None:
+            return None
+        if any(action.type != 'forward' for action in actions):
+            raise ValueError(f'{arn} has actions other than forward ({", ".join(a.type for a in actions)})')
+        weights: dict[str, int] = {}
+        for action in actions:
+            if action.data.get('TargetGroupArn'):
+                weights[str(action.data['TargetGroupArn'])] = 1
+            for group in (action.data.get('ForwardConfig') or {}).get('TargetGroups') or []:
+                weights[str(group['TargetGroupArn'])] = int(group.get('Weight', 1))
+        return weights
+
+    def forward(self, arn: str, *, weights: Mapping[str, int]) -> None:
+        """Make a listener rule (or a listener) forward to these target groups by weight, as ModifyRule would."""
+        action = {'Type': 'forward', 'ForwardConfig': {'TargetGroups': [
+            {'TargetGroupArn': group, 'Weight': int(weight)} for group, weight in weights.items()]}}
+        found = self.rule(arn)
+        if found is not None and not found[1].is_default:
+            self.elbv2.modify_rule(arn, conditions=[], actions=[action])
+            return
+        listener_arn = found[0].arn if found is not None else arn
+        if self.listener(listener_arn) is None:
+            raise LookupError(f'no listener rule or listener {arn}')
+        self.elbv2.modify_listener(listener_arn, certificates=[], actions=[action])
+
     # -- ECS --
 
     def service(self, *, cluster: str, service: str) -> Any | None:

@@ -71,12 +71,7 @@ class Driver:
 
     def _call_outcome(self, effect: Call) -> Outcome:
         """A callback's error (or None) once the background thread has run it; queued for it the first time."""
-        if not effect.done:
-            if not effect.queued:
-                effect.queued = True
-                self.state.outbox.append(effect)
-            return None
-        return effect.finished, effect.error
+        return (effect.finished, effect.error) if self.state.outbox.ready(effect) else None
 
     def _resume(self, d: Deployment, value: Any) -> None:
         assert d.process is not None

@@ -134,7 +134,7 @@ class DeploymentLifecycle:
         self.state.executions[execution.execution_id] = execution
         d.hooks.append(execution)
         if self.callbacks.on_hook is not None:
-            self.state.notify(self.callbacks.on_hook, dataclasses.replace(execution))
+            self.state.outbox.notify(self.callbacks.on_hook, dataclasses.replace(execution))
         deadline = d.clock + self.timings.hook_timeout_minutes * self.timings.minute_seconds
         outcome = yield AwaitHook(execution=execution, deadline=deadline)
         if outcome == 'Failed':
@@ -207,7 +207,7 @@ class DeploymentLifecycle:
     def _remove(self, d: Deployment, record: TaskSetRecord, *, moto: MotoBackends) -> None:
         """Delete one colour's task set from moto and tell ``on_cleanup``."""
         if remove_task_set(d, record, moto=moto) and self.callbacks.on_cleanup is not None:
-            self.state.notify(self.callbacks.on_cleanup, record.task_definition_arn, record.image,
+            self.state.outbox.notify(self.callbacks.on_cleanup, record.task_definition_arn, record.image,
                               record.container_port)
 
     # -- the end --

@@ -4,12 +4,12 @@ from __future__ import annotations
 import dataclasses
 import random
 import string
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
 from controller.sandbox.aws.appspec import AppSpec
 from controller.sandbox.aws.deployment_configs import TrafficRouting
-from controller.sandbox.aws.effects import AwaitContinue, Call, Effect
+from controller.sandbox.aws.effects import AwaitContinue, Effect, Outbox
 from controller.sandbox.aws.events import LIFECYCLE_EVENTS, HookExecution, LifecycleEvent
 
 ACTIVE_STATUSES = frozenset({'Created', 'Queued', 'InProgress', 'Baking', 'Ready'})
@@ -132,7 +132,7 @@ class SimulatorState:
 
     deployments: dict[str, Deployment] = dataclasses.field(default_factory=dict)
     executions: dict[str, HookExecution] = dataclasses.field(default_factory=dict)
-    outbox: list[Call] = dataclasses.field(default_factory=list)
+    outbox: Outbox = dataclasses.field(default_factory=Outbox)
 
     def new_deployment_id(self) -> str:
         """``d-`` and nine characters, unused so far."""
@@ -140,16 +140,6 @@ class SimulatorState:
             candidate = 'd-' + ''.join(random.choices(_ID_CHARS, k=9))
             if candidate not in self.deployments:
                 return candidate
-
-    def notify(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run a callback soon, outside the lock, without waiting for it."""
-        self.outbox.append(Call(fn=fn, args=args, queued=True))
-
-    def take_calls(self) -> list[Call]:
-        """The callbacks due, removed from the outbox."""
-        calls = list(self.outbox)
-        self.outbox.clear()
-        return calls
 
     def clear(self) -> None:
         """Forget everything (the dictionaries stay the same objects)."""

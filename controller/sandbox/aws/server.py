@@ -3,7 +3,9 @@
 The demo runs the green image as a local container because moto runs none:
 ``AwsSandbox(on_green_task_set=..., on_cleanup=...)`` are called with
 ``(task definition ARN, image, container port)`` when a replacement task set is
-created and when any task set is removed.
+created and when any task set is removed (CodeDeploy), and when a service
+revision's tasks start and stop (ECS service deployments).
+``on_lambda_hook`` plays the Lambda functions of ECS lifecycle hooks.
 
 ``python -m controller.sandbox.aws --port PORT`` (or ``panda-deploy sandbox aws``)
 serves it standalone.
@@ -22,6 +24,9 @@ from typing import Any, Self
 from moto.moto_server.werkzeug_app import MotoRequestHandler
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from controller.sandbox.aws.ecs_hooks import LambdaHook
+from controller.sandbox.aws.ecs_lifecycle import EcsCallbacks
+from controller.sandbox.aws.ecs_simulator import EcsDeploymentSimulator
 from controller.sandbox.aws.events import HookExecution
 from controller.sandbox.aws.simulator import DeploymentSimulator
 from controller.sandbox.aws.timings import Timings
@@ -36,20 +41,23 @@ class _QuietRequestHandler(MotoRequestHandler):
 
 
 class AwsSandbox:
-    """moto plus the CodeDeploy simulator, served on ``host:port`` from a background thread."""
+    """moto plus the CodeDeploy and ECS deployment simulators, served on ``host:port`` from a background thread."""
 
     def __init__(self, *, host: str = '127.0.0.1', port: int = 0, auto_hooks: bool = False,
                  timings: Timings | None = None,
                  on_green_task_set: Callable[[str, str, int], Any] | None = None,
                  on_cleanup: Callable[[str, str, int], Any] | None = None,
                  on_hook: Callable[[HookExecution], Any] | None = None,
+                 on_lambda_hook: LambdaHook | None = None,
                  log_requests: bool = False) -> None:
         self.host = host
         self.port = port
         self.simulator = DeploymentSimulator(timings=timings, auto_hooks=auto_hooks,
                                              on_green_task_set=on_green_task_set, on_cleanup=on_cleanup,
                                              on_hook=on_hook)
-        self.app = SandboxApp(simulator=self.simulator)
+        self.ecs_simulator = EcsDeploymentSimulator(timings=timings, callbacks=EcsCallbacks(
+            on_green_task_set=on_green_task_set, on_cleanup=on_cleanup, on_lambda_hook=on_lambda_hook))
+        self.app = SandboxApp(simulator=self.simulator, ecs_simulator=self.ecs_simulator)
         self._log_requests = log_requests
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -70,11 +78,13 @@ class AwsSandbox:
         self._thread = threading.Thread(target=self._server.serve_forever, name='aws-sandbox', daemon=True)
         self._thread.start()
         self.simulator.start()
+        self.ecs_simulator.start()
         return self
 
     def stop(self) -> None:
-        """Stop serving and the simulator's clock."""
+        """Stop serving and the simulators' clocks."""
         self.simulator.stop()
+        self.ecs_simulator.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -111,7 +121,8 @@ class AwsSandbox:
 def _arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m controller.sandbox.aws',
-        description='Serve moto (every AWS service) with a CodeDeploy ECS blue/green deployment simulator.')
+        description='Serve moto (every AWS service) with CodeDeploy ECS blue/green and ECS service deployments '
+                    'simulated.')
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=0, help='0 picks a free port')
     parser.add_argument('--auto-hooks', action='store_true',

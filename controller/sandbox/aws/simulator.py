@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from controller.sandbox.aws.appspec import parse_appspec, revision_content
 from controller.sandbox.aws.backends import MotoBackends
+from controller.sandbox.aws.clock import ClockedSimulator
 from controller.sandbox.aws.deployment_configs import (
     DEFAULT_ECS_CONFIG,
     ECS_DEPLOYMENT_CONFIGS,
@@ -39,7 +39,7 @@ from controller.sandbox.aws.timings import Timings
 log = logging.getLogger(__name__)
 
 
-class DeploymentSimulator:
+class DeploymentSimulator(ClockedSimulator):
     """CodeDeploy's ECS blue/green deployments, acting on moto's ECS and ELBv2 backends.
 
     Every public method is one CodeDeploy operation's semantics (arguments already
@@ -50,57 +50,18 @@ class DeploymentSimulator:
                  on_green_task_set: Callable[[str, str, int], Any] | None = None,
                  on_cleanup: Callable[[str, str, int], Any] | None = None,
                  on_hook: Callable[[HookExecution], Any] | None = None) -> None:
-        self.timings = timings or Timings()
-        self.auto_hooks = auto_hooks
         self.state = SimulatorState()
+        super().__init__(name='CodeDeploy simulator', timings=timings or Timings(), state=self.state)
+        self.auto_hooks = auto_hooks
         self.deployments = self.state.deployments
         self.executions = self.state.executions
-        self.lock = threading.RLock()  # held while state changes or is serialised
         self.lifecycle = DeploymentLifecycle(
             timings=self.timings, state=self.state,
             callbacks=Callbacks(on_green_task_set=on_green_task_set, on_cleanup=on_cleanup, on_hook=on_hook))
         self.driver = Driver(timings=self.timings, auto_hooks=auto_hooks, state=self.state, lifecycle=self.lifecycle)
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
 
-    # -- lifecycle of the simulator itself --
-
-    def start(self) -> None:
-        """Start the background thread that moves time on."""
-        if self._thread is not None:
-            return
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run_clock, name='codedeploy-simulator', daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the background thread."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def reset(self) -> None:
-        """Forget every deployment (moto's reset does the same for the resources)."""
-        with self.lock:
-            self.state.clear()
-
-    def _run_clock(self) -> None:
-        while not self._stopping.wait(self.timings.tick_seconds):
-            try:
-                self.tick()
-            except Exception:  # noqa: BLE001 -- the clock must keep running
-                log.exception('the CodeDeploy simulator failed to advance')
-
-    def tick(self, *, now: float | None = None) -> None:
-        """Advance every deployment to ``now``, then run the callbacks that became due."""
-        with self.lock:
-            now = time.time() if now is None else now
-            for d in list(self.deployments.values()):
-                self.driver.advance(d, now=now)
-            calls = self.state.take_calls()
-        for call in calls:
-            call.run()
+    def advance(self, d: Deployment, *, now: float) -> None:
+        self.driver.advance(d, now=now)
 
     def pending_hooks(self) -> list[HookExecution]:
         """Hook executions waiting for PutLifecycleEventHookExecutionStatus, oldest first."""

@@ -1,11 +1,14 @@
-"""The WSGI application: moto's whole application, with CodeDeploy deployment operations answered by the simulator.
+"""The WSGI application: moto's whole application, with deployment operations answered by the simulators.
 
 The sandbox serves moto's whole application (every service, on one port, as
 ``moto_server`` does) behind this thin WSGI wrapper.  Requests whose
 ``X-Amz-Target`` is a CodeDeploy *deployment* operation (``CreateDeployment``,
 ``GetDeployment``, ``ContinueDeployment``, ``StopDeployment``,
 ``PutLifecycleEventHookExecutionStatus``, the target operations, ...) go to
-:class:`DeploymentSimulator` instead; everything else goes to moto unchanged.
+:class:`DeploymentSimulator`, and those of ECS service deployments
+(``CreateService``/``UpdateService`` with a native strategy,
+``DescribeServiceDeployments``, ``ContinueServiceDeployment``, ...) to
+:class:`EcsDeploymentSimulator`; everything else goes to moto unchanged.
 """
 from __future__ import annotations
 
@@ -21,13 +24,16 @@ from typing import Any
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from controller.sandbox.aws.exceptions import CodeDeployError
+from controller.sandbox.aws.ecs_responses import ECS_OPERATIONS, EcsResponses
+from controller.sandbox.aws.ecs_simulator import EcsDeploymentSimulator
+from controller.sandbox.aws.exceptions import AwsJsonError
 from controller.sandbox.aws.responses import CodeDeployResponses, Forward
 from controller.sandbox.aws.simulator import DeploymentSimulator
 
 log = logging.getLogger(__name__)
 
 TARGET_PREFIX = 'CodeDeploy_20141006.'
+ECS_TARGET_PREFIX = 'AmazonEC2ContainerServiceV20141113.'
 HOOKS_PATH = '/_sandbox/codedeploy/hooks'
 JSON_CONTENT_TYPE = 'application/x-amz-json-1.1'
 
@@ -43,6 +49,7 @@ ADJUSTED_OPERATIONS = frozenset({'CreateDeploymentGroup', 'GetDeploymentGroup', 
 _CREDENTIAL = re.compile(r'Credential=([^/,\s]+)/\d{8}/([^/]+)/')
 
 StartResponse = Callable[..., Any]
+Responses = CodeDeployResponses | EcsResponses
 
 
 def _request_scope(environ: Mapping[str, Any]) -> tuple[str, str]:
@@ -58,12 +65,18 @@ def _request_scope(environ: Mapping[str, Any]) -> tuple[str, str]:
 
 
 class SandboxApp:
-    """moto's application, with CodeDeploy deployment operations answered by the simulator."""
+    """moto's application, with CodeDeploy and ECS deployment operations answered by the simulators."""
 
-    def __init__(self, *, simulator: DeploymentSimulator,
+    def __init__(self, *, simulator: DeploymentSimulator, ecs_simulator: EcsDeploymentSimulator | None = None,
                  moto_app: Callable[..., Iterable[bytes]] | None = None) -> None:
         self.simulator = simulator
+        self.ecs_simulator = ecs_simulator or EcsDeploymentSimulator(timings=simulator.timings)
         self.responses = CodeDeployResponses(simulator=simulator)
+        self.ecs_responses = EcsResponses(simulator=self.ecs_simulator)
+        self._answering: dict[str, tuple[Responses, frozenset[str]]] = {
+            TARGET_PREFIX: (self.responses, SIMULATED_OPERATIONS | ADJUSTED_OPERATIONS),
+            ECS_TARGET_PREFIX: (self.ecs_responses, ECS_OPERATIONS),
+        }
         self.moto: Callable[..., Iterable[bytes]] = moto_app or DomainDispatcherApplication(create_backend_app)
         #: None: any access key is accepted (moto's default). A set: requests signed with another key
         #: are refused as AWS refuses unknown keys (see `AwsSandbox.refuse_unknown_keys`).
@@ -74,19 +87,21 @@ class SandboxApp:
             found = re.search(r'Credential=([^/,\s]+)/', environ.get('HTTP_AUTHORIZATION', ''))
             if found and found.group(1) not in self.known_access_keys:
                 return self._unknown_key(environ, start_response)
-        target = environ.get('HTTP_X_AMZ_TARGET', '')
-        operation = target[len(TARGET_PREFIX):] if target.startswith(TARGET_PREFIX) else ''
-        if operation in SIMULATED_OPERATIONS or operation in ADJUSTED_OPERATIONS:
-            return self._codedeploy(operation, environ, start_response)
+        prefix, _, operation = environ.get('HTTP_X_AMZ_TARGET', '').partition('.')
+        responses, operations = self._answering.get(prefix + '.', (None, frozenset()))
+        if responses is not None and operation in operations:
+            return self._simulated(responses, operation, environ, start_response)
         path = environ.get('PATH_INFO', '')
         if path == HOOKS_PATH and environ.get('REQUEST_METHOD') == 'GET':
             hooks = [h.serialise() for h in self.simulator.pending_hooks()]
             return self._respond(start_response, 200, {'hookExecutions': hooks}, content_type='application/json')
         if path == '/moto-api/reset' and environ.get('REQUEST_METHOD') == 'POST':
             self.simulator.reset()
+            self.ecs_simulator.reset()
         return self.moto(environ, start_response)
 
-    def _codedeploy(self, operation: str, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _simulated(self, responses: Responses, operation: str, environ: dict[str, Any],
+                   start_response: StartResponse) -> Iterable[bytes]:
         body = self._read_body(environ)
         try:
             request = json.loads(body or b'{}')
@@ -97,11 +112,11 @@ class SandboxApp:
                                                        'message': 'The request body is not a JSON object.'})
         account, region = _request_scope(environ)
         try:
-            answer = self.responses.dispatch(operation, request, account=account, region=region)
-        except CodeDeployError as error:
+            answer = responses.dispatch(operation, request, account=account, region=region)
+        except AwsJsonError as error:
             return self._respond(start_response, error.status, error.body())
         except Exception as exc:  # noqa: BLE001 -- answered as AWS answers its own failures
-            log.exception('CodeDeploy %s failed in the sandbox', operation)
+            log.exception('%s failed in the sandbox', operation)
             return self._respond(start_response, 500, {'__type': 'InternalFailure', 'message': repr(exc)})
         if isinstance(answer, Forward):
             return self._forward(environ, start_response, body=body if answer.body is None
