@@ -262,11 +262,11 @@ class Reconciler:
     async def forget(self, *, body: Mapping[str, Any], logger: Logger) -> None:
         """The resource is being deleted: cancel its run (AWS resources stay)."""
         key = self.key_of(body)
-        self._recent.pop(self.uid_of(body), None)
         handle = self._handles.pop(key, None)
         if handle is not None and not handle.task.done():
             logger.info('Deleted: cancelling the run for generation %d', handle.generation)
             await self._stop(handle, RunResult.cancelled)
+        self._recent.pop(self.uid_of(body), None)
 
     async def pause(self, *, body: Mapping[str, Any], logger: Logger) -> None:
         """Kopf peering paused this replica: stop driving the run as at shutdown; the active peer resumes it."""

@@ -219,6 +219,8 @@ class Engine:
         the deployment's own ready wait still ends it."""
         if stage not in (StageName.blue_green, StageName.verify):
             return
+        if stage == StageName.verify and not run.status.code_deploy_deployment_id:
+            return  # no deployment (a first rollout, an unchanged image): production was checked
         try:
             await asyncio.shield(self._stop_open_deployment(run, adapters, stage, call))
         except Exception as exc:
