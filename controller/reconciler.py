@@ -15,14 +15,11 @@ event to `annotated`: it keeps the promote value for the waiting run to read
 and aborts the run in flight that the abort value names. A value naming
 another run does nothing; when it is new, one Warning Event says so.
 
-Nothing stuck: there is a handle only while a run is in flight, and it knows
-the resource's uid, so a resource deleted unseen and created again under its
-name starts from its own status (a run of the old one is stopped, writing
-nothing more). A run whose status cannot be written (`StatusNotSaved`, after
-the client's retries) says so in the log and an Event and is picked up again
-with backoff from the status last written, as after a restart, instead of
-staying Progressing. `spec.suspend` starts no new run and lets the one in
-flight finish.
+Nothing stuck: a handle exists only while a run is in flight, and knows the
+resource's uid (a resource deleted unseen and made again under its name starts
+afresh). A run whose status cannot be written (`StatusNotSaved`) says so (log,
+Event) and is picked up again with backoff from the status last written, as
+after a restart. `spec.suspend` starts no run and lets the one in flight end.
 """
 from __future__ import annotations
 
@@ -30,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -301,9 +299,8 @@ class Reconciler:
         status last written, while the resource is the same one at the same generation; then the handle goes."""
         await asyncio.sleep(0)  # let reconcile() register the handle
         handle = self._handles[key]
-        attempt = 0
         try:
-            while True:
+            for attempt in itertools.count():
                 sink = KubeSink(kube=self.kube, ref={'namespace': key[0], 'name': key[1], 'uid': handle.uid},
                                 saved=saved, logger=logger)
                 handle.sink = sink
@@ -311,16 +308,11 @@ class Reconciler:
                     await self._run(key, handle, body, generation, status, sink, logger)
                     return
                 except StatusNotSaved as exc:
-                    delay = NOT_SAVED_BACKOFF[min(attempt, len(NOT_SAVED_BACKOFF) - 1)]
-                    attempt += 1
-                    await self._not_saved(sink, generation, exc, delay, logger)
-                await asyncio.sleep(delay)
-                fresh = await self._reread(key, handle.uid, generation, logger)
-                if fresh is None:
-                    return
-                body, saved = fresh, dict(fresh.get('status') or {})
+                    body = await self._pick_up_again(key, body, sink, exc, attempt, logger)
+                saved = dict(body.get('status') or {})
                 status = PandaDeployStatus.model_validate(saved)
-                if not self._due(status, generation, body):
+                same = self.uid_of(body) == handle.uid and int(body['metadata'].get('generation') or 1) == generation
+                if not same or not self._due(status, generation, body):  # gone, made again, or changed: Kopf's
                     return
         finally:
             self._finished(key, handle)
@@ -356,31 +348,20 @@ class Reconciler:
         except Exception:
             logger.exception('The run for generation %d stopped on an operator error', generation)
 
-    @staticmethod
-    async def _not_saved(sink: KubeSink, generation: int, error: StatusNotSaved, delay: float,
-                         logger: Logger) -> None:
-        """Say so where it can be seen: an error in the log, and an Event when the API server takes one."""
-        message = (f'The run for generation {generation} stopped: its status could not be written '
-                   f'({error.message}); picked up again in {delay:.0f}s from the status last written')
+    async def _pick_up_again(self, key: Key, body: Mapping[str, Any], sink: KubeSink, error: StatusNotSaved,
+                             attempt: int, logger: Logger) -> Mapping[str, Any]:
+        """Say where it is seen that the run stopped (an error logged, an Event if the API server takes one),
+        wait, and read the resource again (gone: no uid, so the run is not picked up)."""
+        delay = NOT_SAVED_BACKOFF[min(attempt, len(NOT_SAVED_BACKOFF) - 1)]
+        message = (f'The run for generation {body["metadata"].get("generation")} stopped: its status could not be '
+                   f'written ({error.message}); picked up again in {delay:.0f}s from the status last written')
         logger.error('%s', message)
         await sink.event(type='Warning', reason=Reason.STATUS_NOT_SAVED, message=message)
-
-    async def _reread(self, key: Key, uid: str, generation: int, logger: Logger) -> dict[str, Any] | None:
-        """The resource now, to pick its run up again; None when it is gone, made again or at another
-        generation (which Kopf hands to `reconcile`). Read again with backoff while the API server fails."""
-        attempt = 0
-        while True:
-            try:
-                body = await asyncio.to_thread(self.kube.get, namespace=key[0], name=key[1])
-            except KubeError as exc:
-                delay = NOT_SAVED_BACKOFF[min(attempt, len(NOT_SAVED_BACKOFF) - 1)]
-                attempt += 1
-                logger.warning('Could not read the resource to pick its run up again (%s); again in %.0fs', exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            if body is None or self.uid_of(body) != uid or int(body['metadata'].get('generation') or 1) != generation:
-                return None
-            return body
+        await asyncio.sleep(delay)
+        try:
+            return await asyncio.to_thread(self.kube.get, namespace=key[0], name=key[1]) or {'metadata': {}}
+        except KubeError:  # still failing: go on from what was last written; its first write will tell
+            return {**body, 'status': sink.saved}
 
     def _finished(self, key: Key, handle: Handle) -> None:
         """The run is over: its handle goes, its last saved status is kept (a few, by uid) for the next run."""
