@@ -35,6 +35,7 @@ class Reason:
     SUPERSEDED = 'Superseded'
     CANCELLED = 'Cancelled'
     ABORT_IGNORED = 'AbortIgnored'  # an Event: the abort annotation names no run in flight
+    STATUS_NOT_SAVED = 'StatusNotSaved'  # a Warning Event: the run's status could not be written; picked up again
     # Stalls: need a spec or Secret change.
     INVALID_SPEC = 'InvalidSpec'
     SECRET_NOT_FOUND = 'SecretNotFound'
@@ -63,6 +64,8 @@ class Reason:
     HEALTH_CHECK_FAILED = 'HealthCheckFailed'
     HEALTH_CHECK_URL_NOT_ALLOWED = 'HealthCheckURLNotAllowed'
     ABORTED = 'Aborted'
+    NO_HEALTH_CHECK_TARGET = 'NoHealthCheckTarget'
+    CALL_TIMEOUT = 'CallTimeout'
     UNEXPECTED_ERROR = 'UnexpectedError'
     # Stalls: the AWS identity a cluster admin allows in the namespace (controller/tenancy.py).
     OPERATOR_IDENTITY_NOT_ALLOWED = 'OperatorIdentityNotAllowed'
@@ -103,6 +106,12 @@ class StageFailed(PandaDeployError):
 
 class Transient(PandaDeployError):
     """A call failed in a way that may pass (throttling, 5xx, a dropped connection): retry with backoff."""
+
+
+class StatusNotSaved(PandaDeployError):
+    """The run's status could not be written after retries: the run stops where it is, without writing
+    more, and is picked up again from the status last written (as after an operator restart)."""
+    reason = Reason.STATUS_NOT_SAVED
 
 
 class StageTimeout(StageFailed):

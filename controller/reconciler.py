@@ -14,6 +14,12 @@ The promote and abort annotations each name the run they are for (its
 event to `annotated`: it keeps the promote value for the waiting run to read
 and aborts the run in flight that the abort value names. A value naming
 another run does nothing; when it is new, one Warning Event says so.
+
+Nothing stuck: a handle exists only while a run is in flight, and knows the
+resource's uid (a resource deleted unseen and made again under its name starts
+afresh). A run whose status cannot be written (`StatusNotSaved`) says so (log,
+Event) and is picked up again with backoff from the status last written, as
+after a restart. `spec.suspend` starts no run and lets the one in flight end.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -28,7 +35,7 @@ import pydantic
 
 from controller import conditions, credentials, tenancy
 from controller.egress import GitHosts, SourceNotAllowed
-from controller.errors import Aborted, Reason, SecretForbidden, Stall
+from controller.errors import Aborted, Reason, SecretForbidden, Stall, StatusNotSaved
 from controller.kube import Forbidden, Kube, KubeError, ObjectGone, merge_diff
 from controller.models import (
     ABORT_ANNOTATION,
@@ -45,6 +52,8 @@ from controller.pipeline.recorder import DEPLOYMENT_ID
 
 Key = tuple[str, str]
 STALL_BACKOFF = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+NOT_SAVED_BACKOFF = (2.0, 5.0, 10.0, 30.0, 60.0)  # before a run whose status was not saved is picked up again
+RECENT_STATUSES = 256  # the last saved status of recently finished runs, kept by uid
 
 
 class Slots:
@@ -93,17 +102,26 @@ class KubeSink:
     def __init__(self, *, kube: Kube, ref: Mapping[str, str], saved: Mapping[str, Any],
                  logger: Logger) -> None:
         self.kube, self.ref, self.saved, self.logger = kube, dict(ref), dict(saved), logger
+        self.detached = False  # the resource it reported to is gone (made again under its name): write nothing
 
     async def save(self, status: PandaDeployStatus) -> None:
+        """Write the changes; `StatusNotSaved` when the API server refuses them after the client's retries."""
         new = status.dump()
         patch = merge_diff(self.saved, new)
-        if not patch:
+        if not patch or self.detached:
             return
-        await asyncio.to_thread(self.kube.patch_status, namespace=self.ref['namespace'], name=self.ref['name'],
-                                patch=patch)
+        try:
+            await asyncio.to_thread(self.kube.patch_status, namespace=self.ref['namespace'], name=self.ref['name'],
+                                    patch=patch)
+        except ObjectGone:
+            raise
+        except KubeError as exc:
+            raise StatusNotSaved(str(exc)) from exc
         self.saved = new
 
     async def event(self, *, type: str, reason: str, message: str) -> None:
+        if self.detached:
+            return
         try:
             await asyncio.to_thread(self.kube.post_event, ref=self.ref, type=type, reason=reason, message=message)
         except KubeError as exc:  # an Event is worth a log line, not a failed run
@@ -115,6 +133,8 @@ class KubeSink:
 
 @dataclasses.dataclass
 class Handle:
+    """A run in flight for one resource (its uid: a resource made again under the same name is another)."""
+    uid: str
     generation: int
     task: asyncio.Task[None]
     run: Run | None = None
@@ -127,36 +147,49 @@ class Reconciler:
         self.engine = engine
         self.git_hosts = git_hosts if git_hosts is not None else GitHosts.default()  # PANDA_DEPLOY_GIT_HOSTS
         self.slots = Slots(workers)
-        self._handles: dict[Key, Handle] = {}
+        self._handles: dict[Key, Handle] = {}  # runs in flight only
+        self._recent: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()  # uid -> saved
         self._annotations: dict[Key, dict[str, str]] = {}  # promote and abort, as last seen on the watch stream
 
     @staticmethod
     def key_of(body: Mapping[str, Any]) -> Key:
         return body['metadata']['namespace'], body['metadata']['name']
 
+    @staticmethod
+    def uid_of(body: Mapping[str, Any]) -> str:
+        return str(body['metadata'].get('uid') or '')
+
     def running(self, key: Key) -> bool:
         handle = self._handles.get(key)
         return handle is not None and not handle.task.done()
 
     async def reconcile(self, *, body: Mapping[str, Any], logger: Logger) -> None:
-        key = self.key_of(body)
+        key, uid = self.key_of(body), self.uid_of(body)
         generation = int(body['metadata'].get('generation') or 1)
+        # What this operator last wrote is newer than the body Kopf handed us (its watch may lag behind).
+        status_raw: Mapping[str, Any] = self._recent.get(uid) or body.get('status') or {}
         handle = self._handles.get(key)
-        status_raw: Mapping[str, Any] = body.get('status') or {}
-        if handle is not None:
-            if not handle.task.done() and handle.generation == generation:
+        if handle is not None and handle.uid != uid:
+            logger.info('The resource with uid %s was deleted and made again; its run stops', handle.uid)
+            await self._stop(handle, RunResult.cancelled, detach=True)
+            handle = None
+        if handle is not None and not handle.task.done():
+            if handle.generation == generation:
                 return  # already on it
-            if not handle.task.done():
-                logger.info('Generation %d supersedes the run for generation %d', generation, handle.generation)
-                await self._stop(handle, RunResult.superseded)
+            if (body.get('spec') or {}).get('suspend'):
+                logger.info('spec.suspend: the run for generation %d goes on to its end; no new run starts',
+                            handle.generation)
+                return
+            logger.info('Generation %d supersedes the run for generation %d', generation, handle.generation)
+            await self._stop(handle, RunResult.superseded)
             if handle.sink is not None:
-                status_raw = handle.sink.saved  # newer than the body Kopf handed us
+                status_raw = handle.sink.saved
         status = PandaDeployStatus.model_validate(status_raw)
         if not self._due(status, generation, body):
             return
         task = asyncio.create_task(self._drive(key, body, generation, status, dict(status_raw), logger),
                                    name=f'panda-deploy run {key[0]}/{key[1]} gen {generation}')
-        self._handles[key] = Handle(generation=generation, task=task)
+        self._handles[key] = Handle(uid=uid, generation=generation, task=task)
 
     @staticmethod
     def _due(status: PandaDeployStatus, generation: int, body: Mapping[str, Any]) -> bool:
@@ -231,6 +264,7 @@ class Reconciler:
         if handle is not None and not handle.task.done():
             logger.info('Deleted: cancelling the run for generation %d', handle.generation)
             await self._stop(handle, RunResult.cancelled)
+        self._recent.pop(self.uid_of(body), None)
 
     async def pause(self, *, body: Mapping[str, Any], logger: Logger) -> None:
         """Kopf peering paused this replica: stop driving the run as at shutdown; the active peer resumes it."""
@@ -240,6 +274,7 @@ class Reconciler:
                         handle.generation)
             handle.task.cancel('operator paused')
             await asyncio.gather(handle.task, return_exceptions=True)
+        self._recent.pop(self.uid_of(body), None)  # the active peer writes next: its status is the newer
 
     async def shutdown(self) -> None:
         """Operator exit: stop waiting on runs; their status says where to resume."""
@@ -248,22 +283,44 @@ class Reconciler:
             task.cancel('operator shutdown')
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _stop(self, handle: Handle, result: RunResult) -> None:
+    async def _stop(self, handle: Handle, result: RunResult, *, detach: bool = False) -> None:
+        """Cancel the run, recorded as `result` (`detach`: its resource is gone, so nothing is written; its
+        CodeDeploy deployment is still stopped)."""
         if handle.run is not None:
             handle.run.cancel_result = result
+        if detach and handle.sink is not None:
+            handle.sink.detached = True
         handle.task.cancel()
         await asyncio.gather(handle.task, return_exceptions=True)
 
     async def _drive(self, key: Key, body: Mapping[str, Any], generation: int, status: PandaDeployStatus,
                      saved: dict[str, Any], logger: Logger) -> None:
-        namespace, name = key
-        ref = {'namespace': namespace, 'name': name, 'uid': body['metadata'].get('uid', '')}
-        sink = KubeSink(kube=self.kube, ref=ref, saved=saved, logger=logger)
+        """The run to its end. One whose status cannot be written is picked up again with backoff, from the
+        status last written, while the resource is the same one at the same generation; then the handle goes."""
+        await asyncio.sleep(0)  # let reconcile() register the handle
+        handle = self._handles[key]
+        try:
+            for attempt in itertools.count():
+                sink = KubeSink(kube=self.kube, ref={'namespace': key[0], 'name': key[1], 'uid': handle.uid},
+                                saved=saved, logger=logger)
+                handle.sink = sink
+                try:
+                    await self._run(key, handle, body, generation, status, sink, logger)
+                    return
+                except StatusNotSaved as exc:
+                    body = await self._pick_up_again(key, body, sink, exc, attempt, logger)
+                saved = dict(body.get('status') or {})
+                status = PandaDeployStatus.model_validate(saved)
+                same = self.uid_of(body) == handle.uid and int(body['metadata'].get('generation') or 1) == generation
+                if not same or not self._due(status, generation, body):  # gone, made again, or changed: Kopf's
+                    return
+        finally:
+            self._finished(key, handle)
+
+    async def _run(self, key: Key, handle: Handle, body: Mapping[str, Any], generation: int,
+                   status: PandaDeployStatus, sink: KubeSink, logger: Logger) -> None:
         recorder = Recorder(sink=sink, status=status, generation=generation)  # the run's one writer of status
         try:
-            await asyncio.sleep(0)  # let reconcile() register the handle
-            handle = self._handles[key]
-            handle.sink = sink
             try:
                 spec = PandaDeploySpec.model_validate(body.get('spec') or {})
                 self.git_hosts.check_source(spec.source)  # a token only for an allowed host: before anything
@@ -273,7 +330,7 @@ class Reconciler:
             except SourceNotAllowed as refused:  # until the spec or the operator's configuration changes
                 await recorder.stalled(refused)
                 return
-            creds = await self._credentials(recorder, spec, namespace, name)
+            creds = await self._credentials(recorder, spec, key[0], key[1])
             run = Run(spec=spec, credentials=creds, recorder=recorder, logger=logger,
                       approval=lambda: self.approval(key))
             handle.run = run
@@ -284,12 +341,38 @@ class Reconciler:
                 recorder.begin()
             async with self.slots.take(on_queued=lambda ahead: recorder.queued(ahead=ahead)):
                 await self.engine.drive(run)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, StatusNotSaved):
             raise
         except ObjectGone:
             logger.info('The resource is gone; the run stops')
         except Exception:
             logger.exception('The run for generation %d stopped on an operator error', generation)
+
+    async def _pick_up_again(self, key: Key, body: Mapping[str, Any], sink: KubeSink, error: StatusNotSaved,
+                             attempt: int, logger: Logger) -> Mapping[str, Any]:
+        """Say where it is seen that the run stopped (an error logged, an Event if the API server takes one),
+        wait, and read the resource again (gone: no uid, so the run is not picked up)."""
+        delay = NOT_SAVED_BACKOFF[min(attempt, len(NOT_SAVED_BACKOFF) - 1)]
+        message = (f'The run for generation {body["metadata"].get("generation")} stopped: its status could not be '
+                   f'written ({error.message}); picked up again in {delay:.0f}s from the status last written')
+        logger.error('%s', message)
+        await sink.event(type='Warning', reason=Reason.STATUS_NOT_SAVED, message=message)
+        await asyncio.sleep(delay)
+        try:
+            return await asyncio.to_thread(self.kube.get, namespace=key[0], name=key[1]) or {'metadata': {}}
+        except KubeError:  # still failing: go on from what was last written; its first write will tell
+            return {**body, 'status': sink.saved}
+
+    def _finished(self, key: Key, handle: Handle) -> None:
+        """The run is over: its handle goes, its last saved status is kept (a few, by uid) for the next run."""
+        if self._handles.get(key) is handle:
+            del self._handles[key]
+        if handle.sink is None or handle.sink.detached:
+            return
+        self._recent[handle.uid] = handle.sink.saved
+        self._recent.move_to_end(handle.uid)
+        while len(self._recent) > RECENT_STATUSES:
+            self._recent.popitem(last=False)
 
     async def _credentials(self, recorder: Recorder, spec: PandaDeploySpec, namespace: str,
                            name: str) -> credentials.Credentials:

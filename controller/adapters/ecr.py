@@ -3,9 +3,13 @@
 `account_id` (STS GetCallerIdentity) is the run's credentials check, so its
 failures carry reason InvalidCredentials. The push password comes from ECR's
 GetAuthorizationToken and stays in memory: it is cached per instance and in a
-module-level cache keyed by account, region, endpoint and access key id until
-five minutes before it expires (ECR tokens last 12 hours), so runs in one
-operator process share it and never write it anywhere.
+module-level cache until five minutes before it expires (ECR tokens last 12
+hours), so runs in one operator process share it and never write it anywhere.
+That cache is keyed by account, region, endpoint and a keyed digest of the
+whole credentials (the same access key id with another secret is another
+identity: a resource made again with a new Secret gets its own token) and
+holds at most TOKEN_CACHE_SIZE identities, the least recently used dropped
+first.
 
 Pushing to a plain OCI registry instead (PANDA_DEPLOY_REGISTRY, for the
 sandbox and tests) is `controller.adapters.plain_registry`, a subclass that
@@ -14,8 +18,12 @@ answers `authorization` and `push_target` for that registry.
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import datetime
+import hashlib
+import hmac
+import secrets
 import threading
 import time
 import urllib.parse
@@ -28,6 +36,8 @@ from controller.credentials import Credentials
 from controller.errors import Reason, StageFailed, Transient
 
 TOKEN_MARGIN_SECONDS = 300
+TOKEN_CACHE_SIZE = 64  # identities whose tokens the process keeps
+_IDENTITY_KEY = secrets.token_bytes(32)  # keys the credentials' digest: it names them, it cannot be checked offline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,9 +49,40 @@ class _Token:
         return now < self.expires_at - TOKEN_MARGIN_SECONDS
 
 
-# (account, region, endpoint, access key id) -> token, shared by the runs of one process.
-_TOKENS: dict[tuple[str, str, str, str], _Token] = {}
-_TOKENS_LOCK = threading.Lock()
+TokenKey = tuple[str, str, str, str]  # account, region, endpoint, digest of the credentials
+
+
+class TokenCache:
+    """Push tokens shared by the runs of one process: bounded (least recently used first out), and none
+    served within TOKEN_MARGIN_SECONDS of its expiry."""
+
+    def __init__(self) -> None:
+        self._tokens: collections.OrderedDict[TokenKey, _Token] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def get(self, key: TokenKey, *, now: float) -> _Token | None:
+        with self._lock:
+            token = self._tokens.get(key)
+            if token is None or not token.fresh(now):
+                self._tokens.pop(key, None)
+                return None
+            self._tokens.move_to_end(key)
+            return token
+
+    def put(self, key: TokenKey, token: _Token, *, now: float) -> None:
+        with self._lock:
+            self._tokens[key] = token
+            self._tokens.move_to_end(key)
+            for stale in [k for k, found in self._tokens.items() if not found.fresh(now)]:
+                del self._tokens[stale]
+            while len(self._tokens) > TOKEN_CACHE_SIZE:
+                self._tokens.popitem(last=False)
+
+
+_TOKENS = TokenCache()
 
 
 class EcrRegistry(AwsAdapter):
@@ -102,12 +143,10 @@ class EcrRegistry(AwsAdapter):
             if self._token is not None and self._token.fresh(now):
                 return self._token.auth
         key = self._cache_key()
-        with _TOKENS_LOCK:
-            shared = _TOKENS.get(key)
-        if shared is None or not shared.fresh(now):
+        shared = _TOKENS.get(key, now=now)
+        if shared is None:
             shared = self._new_token()
-            with _TOKENS_LOCK:
-                _TOKENS[key] = shared
+            _TOKENS.put(key, shared, now=now)
         with self._lock:
             self._token = shared
         return shared.auth
@@ -127,11 +166,14 @@ class EcrRegistry(AwsAdapter):
             raise self._error(exc, f'ECR DescribeRepositories {name}') from exc
         return str(found[0]['repositoryUri']) if found else None
 
-    def _cache_key(self) -> tuple[str, str, str, str]:
+    def _cache_key(self) -> TokenKey:
         ecr = self._client('ecr')
         found = self._session.get_credentials() if self._session is not None else None  # None: stubbed clients
-        access_key = found.get_frozen_credentials().access_key if found is not None else ''
-        return (self.account_id(), str(ecr.meta.region_name), str(ecr.meta.endpoint_url), str(access_key or ''))
+        frozen = found.get_frozen_credentials() if found is not None else None
+        identity = '\0'.join(str(part or '') for part in (frozen.access_key, frozen.secret_key, frozen.token)) \
+            if frozen is not None else ''
+        digest = hmac.new(_IDENTITY_KEY, identity.encode('utf-8'), hashlib.sha256).hexdigest()
+        return (self.account_id(), str(ecr.meta.region_name), str(ecr.meta.endpoint_url), digest)
 
     def _new_token(self) -> _Token:
         try:

@@ -13,11 +13,19 @@ restarted operator skips recorded stages and resumes at the one that was
 running. Stages look before they act, so redoing the interrupted one is safe.
 A stage's start, held by the recorder until something else is written, is
 saved once the stage has run for `SHOW_RUNNING_AFTER` seconds.
+
+Nothing is left open: a run that ends (failed, timed out, crashed, superseded
+or deleted) in stage 4 or 5 stops its CodeDeploy deployment with rollback
+(found by the run's id when it was being created as the run ended), so the
+next run is not refused with DeploymentLimitExceeded. Only a run that is
+merely interrupted (operator shutdown, or a status that cannot be written:
+`StatusNotSaved`) leaves it, to be resumed.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import datetime
 import functools
 import threading
@@ -26,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from controller import metrics
 from controller.adapters import AdapterFactory, Adapters
-from controller.errors import PandaDeployError, Reason, StageFailed, StageTimeout, Transient
+from controller.errors import PandaDeployError, Reason, StageFailed, StageTimeout, StatusNotSaved, Transient
 from controller.models import RunResult, StageName, StageRecord, StageResult
 from controller.pipeline.run import Run
 from controller.pipeline.stage import Done, Stage, StageContext, Wait
@@ -34,6 +42,12 @@ from controller.pipeline.stage import Done, Stage, StageContext, Wait
 FINISHED_STAGE = (StageResult.succeeded, StageResult.skipped)
 TRANSIENT_BACKOFF = (2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 SHOW_RUNNING_AFTER = 1.0  # seconds a stage runs before its start is saved (if nothing saved it sooner)
+# The reason a stage fails with when it gives up retrying an error that named none of its own.
+STAGE_REASONS = {StageName.build: Reason.BUILD_FAILED, StageName.push: Reason.PUSH_FAILED,
+                 StageName.service: Reason.SERVICE_UPDATE_FAILED, StageName.blue_green: Reason.BLUE_GREEN_FAILED,
+                 StageName.verify: Reason.BLUE_GREEN_FAILED}
+CALL_WAIT_SECONDS = 30.0  # a run ending in stage 4 waits this long for its CodeDeploy call in flight
+STOP_SECONDS = 60.0  # and this long to find and stop its deployment
 
 
 class RunAdapters:
@@ -50,6 +64,45 @@ class RunAdapters:
             if self._built is None:
                 self._built = self._factory(self._run.spec, self._run.credentials)
             return self._built
+
+
+@dataclasses.dataclass
+class StageCall:
+    """The stage's call now (or last) in the worker pool; a run that ends waits for it before closing its
+    deployment, which that call may be creating."""
+    future: concurrent.futures.Future[Done | Wait] | None = None
+
+
+@dataclasses.dataclass
+class Retries:
+    """The transient errors of one stage since its last good call: how many, since when, the last one."""
+    attempts: int = 0
+    since: float = 0.0
+    last: Transient | None = None
+
+    def note(self, error: Transient, *, called: float) -> float:
+        """Count the error; the backoff before the next attempt."""
+        if self.attempts == 0:
+            self.since = called
+        self.last = error
+        delay = TRANSIENT_BACKOFF[min(self.attempts, len(TRANSIENT_BACKOFF) - 1)]
+        self.attempts += 1
+        return delay
+
+    def gave_up(self, stage: StageName, *, now: float) -> StageFailed:
+        """The run's failure when the next attempt would come too late: the error's reason (the stage's when
+        it named none), how many attempts over how long."""
+        assert self.last is not None
+        reason = self.last.reason
+        if reason == Reason.UNEXPECTED_ERROR:
+            reason = STAGE_REASONS.get(stage, reason)
+        return StageFailed(f'{self.last.message} (gave up after {self.attempts} attempts over '
+                           f'{now - self.since:.1f} seconds)', reason=reason)
+
+
+class DeadlinePassed(Exception):
+    """The engine's own deadline for a call (the stage or total limit), told apart from a `TimeoutError`
+    the stage raised itself (`asyncio.TimeoutError` is `TimeoutError`)."""
 
 
 class Engine:
@@ -93,28 +146,35 @@ class Engine:
         recorder = run.recorder
         record = recorder.stage_started(stage.name)
         ctx = StageContext(run=run, name=stage.name, loop=asyncio.get_running_loop(), adapters=adapters)
+        call = StageCall()
         try:
-            outcome = await self._run_stage(stage, ctx, record)
+            outcome = await self._run_stage(stage, ctx, record, call)
         except asyncio.CancelledError:
             ctx.cancel.set()
             if run.cancel_result is not None:
                 recorder.stage_cancelled(record, run.cancel_result, abort=run.abort)
-                await self._stop_open_deployment(run, adapters)
+                await self._close_deployment(run, adapters, stage.name, call)
+            raise
+        except StatusNotSaved:  # interrupted, as by a restart: resumed from the status last written
+            ctx.cancel.set()
             raise
         except PandaDeployError as exc:
             ctx.cancel.set()
-            await self._fail(run, record, exc)
+            await self._fail(run, record, exc, adapters, call)
             return False
         except Exception as exc:  # a bug or an adapter's surprise: fail the run, say what it was
             ctx.cancel.set()
             run.logger.exception('Stage %s raised unexpectedly', stage.name.value)
-            await self._fail(run, record, StageFailed(f'{type(exc).__name__}: {exc}', reason=Reason.UNEXPECTED_ERROR))
+            await self._fail(run, record, StageFailed(f'{type(exc).__name__}: {exc}', reason=Reason.UNEXPECTED_ERROR),
+                             adapters, call)
             return False
         await recorder.stage_done(stage.name, record, message=run.redact(outcome.message), skipped=outcome.skipped,
                                   learnt=outcome.record)
         return True
 
-    async def _fail(self, run: Run, record: StageRecord, error: PandaDeployError) -> None:
+    async def _fail(self, run: Run, record: StageRecord, error: PandaDeployError, adapters: RunAdapters,
+                    call: StageCall) -> None:
+        await self._close_deployment(run, adapters, record.name, call)
         message = run.failure_message(error)
         run.recorder.stage_failed(record.name, record, reason=error.reason, message=message)
         await self._finish(run, RunResult.failed, reason=error.reason, message=message)
@@ -143,57 +203,67 @@ class Engine:
         else:
             reason = result.value
             message = f'Run {run.status.deployment_id} {result.value.lower()} at stage {run.status.stage or "start"}'
-        await asyncio.shield(self._finish(run, result, reason=reason, message=message))
+        try:
+            await asyncio.shield(self._finish(run, result, reason=reason, message=message))
+        except StatusNotSaved as exc:  # the run is over all the same; whoever superseded it writes next
+            run.logger.error('The end of run %s could not be written: %s', run.status.deployment_id, exc.message)
 
     @staticmethod
     async def _finish(run: Run, result: RunResult, *, reason: str, message: str, quiet: bool = False) -> None:
         await run.recorder.finish(result, reason=reason, message=message, history_limit=run.spec.history_limit,
                                   quiet=quiet)
 
-    async def _stop_open_deployment(self, run: Run, adapters: RunAdapters) -> None:
-        """A run that ends while its CodeDeploy deployment is open stops it with rollback, so traffic stays
-        where it was and the next run is not blocked by an open deployment."""
-        deployment_id = run.status.code_deploy_deployment_id
-        if not deployment_id or run.status.stage_name not in (StageName.blue_green, StageName.verify):
+    async def _close_deployment(self, run: Run, adapters: RunAdapters, stage: StageName, call: StageCall) -> None:
+        """A run that ends in stage 4 or 5 stops its open CodeDeploy deployment with rollback, so traffic stays
+        where it was and the next run is not refused (DeploymentLimitExceeded). Best effort, bounded in time:
+        the deployment's own ready wait still ends it."""
+        if stage not in (StageName.blue_green, StageName.verify):
             return
-        loop = asyncio.get_running_loop()
+        if stage == StageName.verify and not run.status.code_deploy_deployment_id:
+            return  # no deployment (a first rollout, an unchanged image): production was checked
         try:
-            stop = functools.partial(adapters().codedeploy.stop_deployment, deployment_id, rollback=True)
-            await asyncio.shield(asyncio.wait_for(loop.run_in_executor(self.pool, stop), timeout=60))
-            run.recorder.progress(f'CodeDeploy deployment {deployment_id} stopped with rollback')
-        except Exception as exc:  # best effort: the deployment's own timeout still ends it
-            run.logger.warning('Could not stop CodeDeploy deployment %s: %s', deployment_id, run.redact(str(exc)))
+            await asyncio.shield(self._stop_open_deployment(run, adapters, stage, call))
+        except Exception as exc:
+            run.logger.warning('Could not stop the CodeDeploy deployment of run %s: %s', run.status.deployment_id,
+                               run.redact(f'{type(exc).__name__}: {exc}'))
 
-    async def _run_stage(self, stage: Stage, ctx: StageContext, record: StageRecord) -> Done:
+    async def _stop_open_deployment(self, run: Run, adapters: RunAdapters, stage: StageName, call: StageCall) -> None:
+        if call.future is not None and not call.future.done():  # e.g. CreateDeployment in flight: let it answer
+            await asyncio.wait({asyncio.wrap_future(call.future)}, timeout=CALL_WAIT_SECONDS)
+        find = stage == StageName.blue_green  # only stage 4 creates one; its id may not have reached status
+        stop = functools.partial(_stop_if_open, run, adapters, find=find)
+        loop = asyncio.get_running_loop()
+        stopped = await asyncio.wait_for(loop.run_in_executor(self.pool, stop), timeout=STOP_SECONDS)
+        if stopped:
+            run.recorder.progress(f'CodeDeploy deployment {stopped} stopped with rollback')
+
+    async def _run_stage(self, stage: Stage, ctx: StageContext, record: StageRecord, call: StageCall) -> Done:
         """Call the stage until it is done: waits polled at their pace, transient errors retried with backoff."""
         run = ctx.run
         loop = asyncio.get_running_loop()
-        attempts = 0
-        last_error: Transient | None = None  # a timeout after transient errors names the last one
+        retries = Retries()  # a timeout after transient errors names the last one
         while True:
             remaining, timeout = self._deadline(run, record)
             if remaining <= 0:
-                raise _with_last_error(timeout, last_error)
+                raise _with_last_error(timeout, retries.last)
             called = loop.time()
             try:
-                outcome = await self._call(stage, ctx, record, remaining=remaining)
-            except asyncio.TimeoutError:
+                outcome = await self._call(stage, ctx, record, call, remaining=remaining)
+            except DeadlinePassed:
                 ctx.cancel.set()
-                raise _with_last_error(self._deadline(run, record)[1], last_error) from None
-            except Transient as exc:
-                last_error = exc
-                delay = TRANSIENT_BACKOFF[min(attempts, len(TRANSIENT_BACKOFF) - 1)]
-                attempts += 1
-                remaining, timeout = self._deadline(run, record)
-                if remaining <= delay:
-                    raise StageFailed(f'{exc.message} (gave up after {attempts} attempts)', reason=exc.reason) from exc
-                ctx.progress(f'{exc.message}; retry {attempts} in {delay:.0f}s')
+                raise _with_last_error(self._deadline(run, record)[1], retries.last) from None
+            except (Transient, TimeoutError) as exc:
+                error = exc if isinstance(exc, Transient) else _call_timed_out(exc)
+                delay = retries.note(error, called=called)
+                if self._deadline(run, record)[0] <= delay:
+                    raise retries.gave_up(stage.name, now=loop.time()) from exc
+                ctx.progress(f'{error.message}; retry {retries.attempts} in {delay:.0f}s')
                 await run.recorder.flush()  # the stage shows as running while it waits
                 await asyncio.sleep(delay)
                 continue
             if isinstance(outcome, Done):
                 return outcome
-            attempts, last_error = 0, None
+            retries = Retries()
             if outcome.message:
                 ctx.progress(outcome.message)
             await run.recorder.flush()  # the stage shows as running while it waits
@@ -202,16 +272,27 @@ class Engine:
             # apart, polls not slowed by the time each call takes).
             await asyncio.sleep(max(0.0, min(outcome.seconds - (loop.time() - called), remaining)))
 
-    async def _call(self, stage: Stage, ctx: StageContext, record: StageRecord, *, remaining: float) -> Done | Wait:
-        """One call of the stage in the worker pool within the time left; a long call shows as running."""
+    async def _call(self, stage: Stage, ctx: StageContext, record: StageRecord, call: StageCall, *,
+                    remaining: float) -> Done | Wait:
+        """One call of the stage in the worker pool within the time left; a long call shows as running.
+        `DeadlinePassed` when the time is up; whatever the stage raised (a `TimeoutError` too) otherwise."""
         recorder = ctx.run.recorder
-        future = asyncio.get_running_loop().run_in_executor(self.pool, stage.run, ctx)
-        if recorder.pending and remaining > SHOW_RUNNING_AFTER:
-            finished, _ = await asyncio.wait({future}, timeout=SHOW_RUNNING_AFTER)
-            if not finished:  # a long stage shows as running
-                await recorder.flush()
-            remaining, _ = self._deadline(ctx.run, record)
-        return await asyncio.wait_for(future, timeout=max(0.0, remaining))
+        call.future = self.pool.submit(stage.run, ctx)
+        future = asyncio.wrap_future(call.future)
+        try:
+            if recorder.pending and remaining > SHOW_RUNNING_AFTER:
+                finished, _ = await asyncio.wait({future}, timeout=SHOW_RUNNING_AFTER)
+                if not finished:  # a long stage shows as running
+                    await recorder.flush()
+                remaining, _ = self._deadline(ctx.run, record)
+            finished, _ = await asyncio.wait({future}, timeout=max(0.0, remaining))
+        except BaseException:  # cancelled, or the flush failed: a call not started yet never starts
+            future.cancel()
+            raise
+        if not finished:
+            future.cancel()
+            raise DeadlinePassed()
+        return future.result()
 
     def _deadline(self, run: Run, record: StageRecord) -> tuple[float, StageTimeout]:
         """Seconds left before the nearer of the stage and total limits, and the error to raise then."""
@@ -235,6 +316,28 @@ def _with_last_error(timeout: StageTimeout, error: Transient | None) -> StageTim
         timeout.message = f'{timeout.message}; last error: {error.message}'
         timeout.args = (timeout.message,)
     return timeout
+
+
+def _call_timed_out(exc: TimeoutError) -> Transient:
+    """A `TimeoutError` raised inside a stage (a socket, an HTTP library): one call timed out, which may pass;
+    retried like any transient error, and named for what it is when the retries give up."""
+    return Transient(f'A call timed out ({type(exc).__name__}: {exc or "no detail"})', reason=Reason.CALL_TIMEOUT)
+
+
+def _stop_if_open(run: Run, adapters: RunAdapters, *, find: bool) -> str | None:
+    """Stop the run's CodeDeploy deployment with rollback when it is open (in the worker pool); its id, or None.
+    `find`: look it up by the run's id when status does not have it (it was being created as the run ended)."""
+    codedeploy = adapters().codedeploy
+    deployment_id = run.status.code_deploy_deployment_id
+    if not deployment_id and find and run.status.deployment_id:
+        deployment_id = codedeploy.find_deployment(spec=run.spec, run_id=run.status.deployment_id)
+    if not deployment_id:
+        return None
+    state = codedeploy.get_deployment(deployment_id)
+    if state.succeeded or state.failed:  # ended already (stopped by Verify's rollback, or done)
+        return None
+    codedeploy.stop_deployment(deployment_id, rollback=True)
+    return deployment_id
 
 
 def _epoch(moment: datetime.datetime | None, default: float) -> float:

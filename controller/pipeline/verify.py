@@ -119,6 +119,8 @@ class Verify:
         # With a deployment, the replacement sits behind the colour not serving production (the
         # test listener); without one (a new service, an unchanged image) production is checked.
         base = traffic.standby_url if deployment_id else traffic.active_url
+        if not check.url and not base:
+            raise _nothing_to_check(deployment_id)
         progress = CheckProgress(url=check.url or (base or '').rstrip('/') + check.path)
         ctx.scratch[_PROGRESS] = progress
         return progress
@@ -247,6 +249,17 @@ def awaiting_promotion(approval: str | None, run_id: str, summary: HealthCheckSt
     else:
         named = f'{PROMOTE_ANNOTATION}={approval[:64]} names no run (it takes a deploymentId)'
     return f'{checks}; {named}; annotate with {run_id} to shift traffic'
+
+
+def _nothing_to_check(deployment_id: str | None) -> StageFailed:
+    """No URL to check: the spec names none and the load balancer has no listener for the colour to check."""
+    if deployment_id:
+        missing = ('the deployment group has no test listener to reach the replacement task set '
+                   '(spec.blueGreen.loadBalancer.testListenerArn, or the group\'s testTrafficRoute)')
+    else:
+        missing = 'the load balancer has no production listener URL for the service'
+    return StageFailed(f'Nothing to health-check: spec.healthCheck.url is not set and {missing}; set '
+                       'spec.healthCheck.url or add a test listener', reason=Reason.NO_HEALTH_CHECK_TARGET)
 
 
 def verified_before(ctx: StageContext) -> HistoryEntry | None:
