@@ -72,6 +72,7 @@ from tests.e2e.test_load import (
     NAMESPACE,
     HealthEndpoint,
     Sampler,
+    await_finished,
     git,
     incomplete,
     make_repository,
@@ -347,19 +348,7 @@ def hostile_beside_ordinary(stack: contextlib.ExitStack, docker_client: docker.D
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda b: sandbox.custom.create_namespaced_custom_object(
                 GROUP, VERSION, NAMESPACE, PLURAL, b), bodies))
-        deadline = started + TIMEOUT
-        while True:
-            objects = emulator.list_objects(PLURAL, NAMESPACE)
-            finished = [o for o in objects if (o.get('status') or {}).get('phase') in ('Succeeded', 'Failed')
-                        and (o.get('status') or {}).get('observedGeneration') == o['metadata']['generation']]
-            if len(finished) == total:
-                break
-            assert sandbox.operator.poll() is None, f'the operator exited:\n{tail(sandbox)}'
-            if time.monotonic() > deadline:
-                others = sorted(f'{o["metadata"]["name"]}: {(o.get("status") or {}).get("phase")} '
-                                f'{(o.get("status") or {}).get("stageName")}' for o in objects if o not in finished)
-                pytest.fail(f'{len(finished)}/{total} finished after {TIMEOUT}s; the others: {others}\n{tail(sandbox)}')
-            time.sleep(1)
+        await_finished(emulator, sandbox, count=total, deadline=started + TIMEOUT)
         wall = time.monotonic() - started
         sampler.take()
     alive = sandbox.operator.poll() is None

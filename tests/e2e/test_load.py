@@ -332,20 +332,7 @@ def load(stack: contextlib.ExitStack, docker_client: docker.DockerClient, printe
             created = list(pool.map(lambda body: sandbox.custom.create_namespaced_custom_object(
                 GROUP, VERSION, NAMESPACE, PLURAL, body), bodies))
         created_in = time.monotonic() - started
-        deadline = started + TIMEOUT
-        while True:
-            objects = emulator.list_objects(PLURAL, NAMESPACE)
-            finished = [o for o in objects if (o.get('status') or {}).get('phase') in ('Succeeded', 'Failed')
-                        and (o.get('status') or {}).get('observedGeneration') == o['metadata']['generation']]
-            if len(finished) == RESOURCES:
-                break
-            assert sandbox.operator.poll() is None, f'the operator exited:\n{tail(sandbox)}'
-            if time.monotonic() > deadline:
-                phases = sorted(f'{o["metadata"]["name"]}: {(o.get("status") or {}).get("phase")} '
-                                f'{(o.get("status") or {}).get("stage")}' for o in objects if o not in finished)
-                pytest.fail(f'{len(finished)}/{RESOURCES} finished after {TIMEOUT}s; the others: {phases}\n'
-                            f'{tail(sandbox)}')
-            time.sleep(1)
+        await_finished(emulator, sandbox, count=RESOURCES, deadline=started + TIMEOUT)
         wall = time.monotonic() - started
         sampler.take()
     peak = proc_status(sandbox.operator.pid)
@@ -477,6 +464,23 @@ def registry_digest(registry: str, repository: str, tag: str) -> str | None:
             return response.headers.get('Docker-Content-Digest')
     except OSError:
         return None
+
+
+def await_finished(emulator: ClusterEmulator, sandbox: Sandbox, *, count: int, deadline: float) -> None:
+    """Until `count` resources have ended (Succeeded or Failed) for their generation; past `deadline`
+    (time.monotonic) the test fails, naming the others and showing the operator log's tail."""
+    while True:
+        objects = emulator.list_objects(PLURAL, NAMESPACE)
+        finished = [o for o in objects if (o.get('status') or {}).get('phase') in ('Succeeded', 'Failed')
+                    and (o.get('status') or {}).get('observedGeneration') == o['metadata']['generation']]
+        if len(finished) == count:
+            return
+        assert sandbox.operator.poll() is None, f'the operator exited:\n{tail(sandbox)}'
+        if time.monotonic() > deadline:
+            others = sorted(f'{o["metadata"]["name"]}: {(o.get("status") or {}).get("phase")} '
+                            f'{(o.get("status") or {}).get("stage")}' for o in objects if o not in finished)
+            pytest.fail(f'{len(finished)}/{count} finished; the others: {others}\n{tail(sandbox)}')
+        time.sleep(1)
 
 
 def tail(sandbox: Sandbox, lines: int = 60) -> str:
