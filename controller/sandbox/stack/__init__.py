@@ -18,6 +18,8 @@ One module a job:
 - `world`: the AWS world a platform team would have before adopting the operator;
 - `tasks`: one container per task definition (moto runs none);
 - `loadbalancer`: the stand-in for the ALB, an HTTP proxy the operator's health checks go through;
+  `routing` (listener rules and weighted target groups) and `targets` (the task definition behind
+  a target group: a CodeDeploy task set's or an ECS native service revision's) are its parts;
 - `repository`: `examples/sample-app` as a git repository;
 - `manifests`: `examples/` filled in for the sandbox;
 - `watches` and `progress`: the resource and its Events, printed as they happen.
