@@ -6,7 +6,8 @@ process group is exactly what it started; the test waits for `DIR/env` and
 `source` (a file:// repository of its own, built FROM the stack's local base
 image) and a `healthCheck`, applies it with kubectl and waits for Ready; the
 app answers through the load-balancer stand-in named in `DIR/env`. After
-SIGINT nothing it started may remain: no process of its group, no container
+SIGINT (even though it was started with SIGINT ignored, as a shell starts a
+background command) nothing it started may remain: no process of its group, no container
 labelled with its pid, no `DIR/env`.
 """
 from __future__ import annotations
@@ -44,7 +45,13 @@ def start_up(directory: pathlib.Path, log: pathlib.Path) -> subprocess.Popen[byt
     env = {**os.environ, 'PYTHONPATH': str(ROOT), 'PYTHONUNBUFFERED': '1'}
     with log.open('wb') as out:
         return subprocess.Popen(panda_deploy('sandbox', 'up', '--dir', str(directory)), cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=ignore_sigint)
+
+
+def ignore_sigint() -> None:
+    """As a shell starts a background command (`panda-deploy sandbox up --dir DIR &`): SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def await_files(process: subprocess.Popen[bytes], directory: pathlib.Path, log: pathlib.Path) -> None:

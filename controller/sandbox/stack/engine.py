@@ -101,13 +101,13 @@ def run_with_engine(prog: str, body: Callable[[contextlib.ExitStack, docker.Dock
                     failures: tuple[type[Exception], ...] = ()) -> int:
     """`body(stack, engine)` for a command (`prog`) of the stack; everything it started stops when it ends.
 
-    SIGTERM and SIGHUP end it as Ctrl-C does (KeyboardInterrupt); once the
+    SIGINT, SIGTERM and SIGHUP end it (KeyboardInterrupt); once the
     clean-up starts, further signals are ignored so they cannot cut it short.
     Exit codes: body's; 2 when this machine lacks what the stack needs; 1 on
     `failures` (and OperatorFailed); 130 when interrupted."""
     failed: tuple[type[Exception], ...] = (OperatorFailed, *failures)
-    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-    previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
+    # SIGINT too: a shell starts a background command with SIGINT ignored, and Python keeps it so
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         with contextlib.ExitStack() as stack:
             try:
