@@ -4,6 +4,9 @@
   panda-deploy run -f FILE [-s SECRETS]      run the six stages once, no Kubernetes
   panda-deploy crd                           print the CRD generated from the models
   panda-deploy sandbox kube|aws [options]    serve a sandbox stand-in (needs the [sandbox] extra)
+  panda-deploy sandbox up --dir DIR          the whole sandbox for your own repository, until interrupted
+  panda-deploy sandbox world --dir DIR --service NAME [--strategy S]
+                                             one service's AWS world in it; prints its PandaDeploy
   panda-deploy demo                          the embedded sandbox, end to end
 
 Exit codes of `run`: 0 Succeeded, 1 Failed, 2 invalid input (the field at fault is named).
@@ -167,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:1] == ['operator']:
         _operator(argv[1:])
         return
-    if argv[:1] == ['sandbox'] and argv[1:2] in (['kube'], ['aws']):
+    if argv[:1] == ['sandbox'] and argv[1:2] in (['kube'], ['aws'], ['up'], ['world']):
         raise SystemExit(_sandbox(argv[1], argv[2:]))
     if argv[:1] == ['demo']:
         raise SystemExit(_sandbox('demo', argv[1:]))
@@ -181,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     run.add_argument('--status-out', help='write the final status here as YAML')
     commands.add_parser('crd', help='print the CRD generated from the models')
     commands.add_parser('demo', help='run the embedded sandbox end to end (needs a Docker engine)')
-    commands.add_parser('sandbox', help='serve a sandbox stand-in: kube (API emulator) or aws (moto + CodeDeploy)')
+    commands.add_parser('sandbox', help='kube (API emulator) or aws (moto + simulators): serve a stand-in; '
+                                        'up: the whole sandbox for your repository; world: a service\'s AWS world')
     args = parser.parse_args(argv)
 
     if args.command == 'crd':

@@ -19,34 +19,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import re
-import signal
-import sys
 import time
 import urllib.request
-from types import FrameType
 from typing import Any
 
 import docker
-import docker.errors
 import kubernetes
 
 from controller.models import GROUP, PLURAL, VERSION
-from controller.sandbox.stack import localdocker
+from controller.sandbox.stack.engine import run_with_engine
 from controller.sandbox.stack.manifests import NAME, NAMESPACE, demo_manifests
-from controller.sandbox.stack.operator import OperatorFailed, log_tail
+from controller.sandbox.stack.operator import log_tail
 from controller.sandbox.stack.progress import ProgressPrinter, health_summary
 from controller.sandbox.stack.sandbox import Sandbox, start_sandbox
 
 ROLLOUTS = 3  # blue (new service), then blue -> green, then green -> blue
 ROLLOUT_TIMEOUT = 120.0
-START_ENGINE = """\
-panda-deploy demo needs a Docker engine, and none answers at {where} ({error}).
-Start one (as root), then run it again:
-    apt-get install docker.io          # when dockerd is not installed
-    dockerd --storage-driver=vfs --iptables=false --bridge=none -H unix:///var/run/docker.sock &
-or point DOCKER_HOST at an engine you have."""
 
 
 class DemoFailed(Exception):
@@ -158,47 +147,8 @@ def run_demo(stack: contextlib.ExitStack, client: docker.DockerClient) -> int:
     return 0
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; 0 when the resource is Ready after the last rollout, 1 on failure, 2 without Docker."""
     parser = argparse.ArgumentParser(prog='panda-deploy demo', description=__doc__.split('\n')[0])
     parser.parse_args(argv)
-    client = _docker_client()
-    if client is None:
-        return 2
-    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-    previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
-    try:
-        with contextlib.ExitStack() as stack:
-            stack.callback(client.close)
-            try:
-                return run_demo(stack, client)
-            finally:  # a second Ctrl-C must not cut the clean-up short
-                for signum in previous:
-                    signal.signal(signum, signal.SIG_IGN)
-    except localdocker.Unavailable as exc:
-        print(f'panda-deploy demo: {exc}', file=sys.stderr)
-        return 2
-    except (DemoFailed, OperatorFailed) as exc:
-        print(f'panda-deploy demo failed: {exc}', file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print('panda-deploy demo: interrupted; everything it started is stopped', file=sys.stderr)
-        return 130
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-
-
-def _docker_client() -> docker.DockerClient | None:
-    try:
-        client = docker.from_env(timeout=30)
-        client.ping()
-        return client
-    except docker.errors.DockerException as exc:
-        where = os.environ.get('DOCKER_HOST') or 'unix:///var/run/docker.sock'
-        print(START_ENGINE.format(where=where, error=type(exc).__name__), file=sys.stderr)
-        return None
+    return run_with_engine('panda-deploy demo', run_demo, failures=(DemoFailed,))

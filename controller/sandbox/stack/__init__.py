@@ -11,9 +11,11 @@ variables and the Secrets it reads.
 One module a job:
 
 - `sandbox`: `start_sandbox` starts everything below, in this process group,
-  each stopped when the caller's ExitStack closes, and returns a `Sandbox`;
+  each stopped when the caller's ExitStack closes, and returns a `Sandbox`
+  (its `start_*` pieces also serve `sandbox up`);
 - `operator`: the operator's environment and process
   (`python -m controller operator --standalone --all-namespaces`);
+- `engine`: the Docker engine that answers, or a private dockerd started for the stack;
 - `localdocker`: the locally made base image and Debian's `docker-registry`;
 - `world`: the AWS world a platform team would have before adopting the operator;
 - `tasks`: one container per task definition (moto runs none);
@@ -23,6 +25,9 @@ One module a job:
 - `repository`: `examples/sample-app` as a git repository;
 - `manifests`: `examples/` filled in for the sandbox;
 - `watches` and `progress`: the resource and its Events, printed as they happen.
+- `worlds` and `envfile`: for `panda-deploy sandbox up` and `sandbox world`
+  (`controller.sandbox.up`, `controller.sandbox.world`): the load-balancer
+  stand-in for every world `sandbox world` makes, and the files in `DIR`.
 
 The Kubernetes API emulator and the AWS sandbox (moto with the CodeDeploy
 simulator) are `controller.sandbox.kube` and `controller.sandbox.aws`.

@@ -79,16 +79,17 @@ def start_sandbox(stack: contextlib.ExitStack, client: docker.DockerClient, prin
 
     `operator_env` is added to the operator's environment."""
     temp = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix='panda-demo-')))
-    base_image, registry = _start_registry(stack, client, printer, temp)
-    tasks = TaskRunner(client=client, registry=registry, printer=printer)
-    stack.callback(tasks.stop_all)
-    if removed := tasks.remove_orphans():
-        printer.note(f'[sandbox] Removed {removed} container(s) left by an earlier demo that was killed')
-    aws, clients, world = _start_aws(stack, tasks, printer)
+    base_image, registry = start_registry(stack, client, printer, temp)
+    tasks = start_tasks(stack, client, registry, printer)
+    aws = start_aws(stack, tasks, printer)
+    clients = sandbox_clients(aws.url)
+    world = create_aws_world(clients, cluster='sample-cluster', service=NAME)
+    printer.note(f'[sandbox] AWS world: cluster {world.cluster}, load balancer {world.dns_name}, target groups '
+                 f'{NAME}-blue and {NAME}-green, listeners :80 (production) and :8080 (test)')
     balancer = LoadBalancerStandIn(world=world, clients=clients, tasks=tasks, printer=printer).start()
     stack.callback(balancer.stop)
     printer.note(f'[sandbox] Load balancer stand-in on {balancer.url} (the operator\'s http_proxy)')
-    cluster, kubeconfig = _start_cluster(stack, printer, temp)
+    cluster, kubeconfig = start_cluster(stack, printer, temp)
 
     repository = SampleRepository(temp / 'git')
     operator_log = temp / 'operator.log'
@@ -119,8 +120,8 @@ def restart_operator(sandbox: Sandbox, *, kill: int = signal.SIGKILL) -> None:
     sandbox.operator = start_operator(sandbox.env, sandbox.operator_log, append=True)
 
 
-def _start_registry(stack: contextlib.ExitStack, client: docker.DockerClient, printer: ProgressPrinter,
-                    temp: pathlib.Path) -> tuple[str, str]:
+def start_registry(stack: contextlib.ExitStack, client: docker.DockerClient, printer: ProgressPrinter,
+                   temp: pathlib.Path) -> tuple[str, str]:
     """(base image, registry host:port); the registry is stopped and the runs' images removed at the end."""
     base_image = localdocker.ensure_base_image(client)
     registry_process, registry, _ = localdocker.start_registry(temp / 'registry', auth=False)
@@ -130,28 +131,34 @@ def _start_registry(stack: contextlib.ExitStack, client: docker.DockerClient, pr
     return base_image, registry
 
 
-def _start_aws(stack: contextlib.ExitStack, tasks: TaskRunner,
-               printer: ProgressPrinter) -> tuple[AwsSandbox, Callable[[str], Any], AwsWorld]:
-    """The AWS sandbox, empty but for the AWS world; its task sets run as `tasks`' containers."""
-    aws = AwsSandbox(auto_hooks=True, timings=FAST, on_green_task_set=tasks.start, on_cleanup=tasks.stop).start()
+def start_tasks(stack: contextlib.ExitStack, client: docker.DockerClient, registry: str,
+                printer: ProgressPrinter) -> TaskRunner:
+    """The task runner, after removing containers an earlier stack left; every container it starts goes at the end."""
+    tasks = TaskRunner(client=client, registry=registry, printer=printer)
+    stack.callback(tasks.stop_all)
+    if removed := tasks.remove_orphans():
+        printer.note(f'[sandbox] Removed {removed} container(s) left by an earlier demo that was killed')
+    return tasks
+
+
+def start_aws(stack: contextlib.ExitStack, tasks: TaskRunner, printer: ProgressPrinter, *,
+              timings: Timings = FAST) -> AwsSandbox:
+    """The AWS sandbox, empty; its task sets and service revisions run as `tasks`' containers."""
+    aws = AwsSandbox(auto_hooks=True, timings=timings, on_green_task_set=tasks.start, on_cleanup=tasks.stop).start()
     stack.callback(aws.stop)
     aws.reset()  # moto's state is per process: an earlier sandbox's load balancer and target groups go
-    clients = sandbox_clients(aws.url)
-    world = create_aws_world(clients, cluster='sample-cluster', service=NAME)
-    printer.note(f'[sandbox] AWS (moto + CodeDeploy simulator) on {aws.url}: cluster {world.cluster}, load balancer '
-                 f'{world.dns_name}, target groups {NAME}-blue and {NAME}-green, listeners :80 (production) '
-                 f'and :8080 (test)')
-    return aws, clients, world
+    printer.note(f'[sandbox] AWS (moto + CodeDeploy and ECS deployment simulators) on {aws.url}')
+    return aws
 
 
-def _start_cluster(stack: contextlib.ExitStack, printer: ProgressPrinter,
-                   temp: pathlib.Path) -> tuple[ClusterServer, pathlib.Path]:
+def start_cluster(stack: contextlib.ExitStack, printer: ProgressPrinter,
+                  directory: pathlib.Path) -> tuple[ClusterServer, pathlib.Path]:
     """The Kubernetes API emulator with the CRD, and a kubeconfig for it."""
     cluster = ClusterServer().start()
     stack.callback(cluster.stop)
     for doc in yaml.safe_load_all((ROOT / 'crds' / 'pandadeploys.yaml').read_text()):
         cluster.emulator.add_crd(doc)
-    kubeconfig = cluster.write_kubeconfig(temp / 'kubeconfig')
+    kubeconfig = cluster.write_kubeconfig(directory / 'kubeconfig')
     printer.note(f'[sandbox] Kubernetes API emulator on {cluster.url}; try: KUBECONFIG={kubeconfig} kubectl get pd -w')
     return cluster, kubeconfig
 

@@ -37,13 +37,13 @@ class AwsWorld:
             target_group_arn, target_group_arn.rsplit('/', 2)[-2])
 
 
-def create_aws_world(clients: Callable[[str], Any], *, cluster: str, service: str) -> AwsWorld:
+def create_aws_world(clients: Callable[[str], Any], *, cluster: str, service: str, region: str = REGION) -> AwsWorld:
     """ECS cluster, VPC, ALB, blue and green target groups, production (80) and test (8080) listeners,
     and the role CodeDeploy would assume; no service and no CodeDeploy group (the operator makes those)."""
     clients('ecs').create_cluster(clusterName=cluster)
     ec2, elb, iam = clients('ec2'), clients('elbv2'), clients('iam')
     vpc = ec2.create_vpc(CidrBlock='10.0.0.0/16')['Vpc']['VpcId']
-    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f'10.0.{i}.0/24', AvailabilityZone=f'{REGION}{zone}')
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f'10.0.{i}.0/24', AvailabilityZone=f'{region}{zone}')
                ['Subnet']['SubnetId'] for i, zone in enumerate('ac')]
     lb = elb.create_load_balancer(Name=f'{service}-alb', Subnets=subnets, Type='application')['LoadBalancers'][0]
     blue, green = (elb.create_target_group(Name=f'{service}-{colour}', Protocol='HTTP', Port=8080, VpcId=vpc,
@@ -60,9 +60,9 @@ def create_aws_world(clients: Callable[[str], Any], *, cluster: str, service: st
                     role_arn=role['Role']['Arn'])
 
 
-def sandbox_clients(aws_url: str) -> Callable[[str], Any]:
+def sandbox_clients(aws_url: str, *, region: str = REGION) -> Callable[[str], Any]:
     """boto3 clients of the sandbox for the stack's own calls, one per service, made on first use."""
-    session = boto3.session.Session(aws_access_key_id='demo', aws_secret_access_key='demo', region_name=REGION)
+    session = boto3.session.Session(aws_access_key_id='demo', aws_secret_access_key='demo', region_name=region)
     made: dict[str, Any] = {}
     lock = threading.Lock()
 
