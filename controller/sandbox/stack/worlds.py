@@ -14,9 +14,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from controller.sandbox.stack.loadbalancer import LoadBalancerStandIn
+from controller.sandbox.stack.loadbalancer import LoadBalancerStandIn, Served
 from controller.sandbox.stack.progress import ProgressPrinter
+from controller.sandbox.stack.routing import FixedResponse, Request
+from controller.sandbox.stack.targets import TargetTasks
 from controller.sandbox.stack.tasks import TaskRunner
+from controller.sandbox.stack.world import REGION as DEFAULT_REGION
 from controller.sandbox.stack.world import AwsWorld, sandbox_clients
 
 TAG = 'panda-deploy.sandbox/'  # prefix of the tags that record a world on its load balancer
@@ -55,12 +58,38 @@ def read_world(clients: Callable[[str], Any], dns_name: str) -> AwsWorld:
                     test_listener_arn=listeners.get(TEST_PORT, ''), **{field: tags[field] for field in FIELDS})
 
 
-class AnyWorldBalancer(LoadBalancerStandIn):
-    """`LoadBalancerStandIn` for every world `sandbox world` made: `world` and `clients` are each request's own.
+class RegionTargets(TargetTasks):
+    """`TargetTasks` for target groups of any region: one per region (the region is in the target group's ARN)."""
 
-    The base class reads `self.world` and `self.clients` while it routes a
-    request; here they are per thread (one request a thread), set by `route`
-    from the request's host before the base class routes it.
+    def __init__(self, *, clients_of: Callable[[str], Callable[[str], Any]], tasks: TaskRunner) -> None:
+        super().__init__(clients=clients_of(DEFAULT_REGION), tasks=tasks)
+        self._clients_of = clients_of
+        self._regions: dict[str, TargetTasks] = {}
+        self._regions_lock = threading.Lock()
+
+    def serve(self, target_group_arn: str) -> tuple[int, str]:
+        return self._of(target_group_arn.split(':')[3]).serve(target_group_arn)
+
+    def sweep(self) -> None:
+        with self._regions_lock:
+            regions = list(self._regions.values())
+        for targets in regions:
+            targets.sweep()
+
+    def _of(self, region: str) -> TargetTasks:
+        with self._regions_lock:
+            if region not in self._regions:
+                self._regions[region] = TargetTasks(clients=self._clients_of(region), tasks=self.tasks)
+            return self._regions[region]
+
+
+class AnyWorldBalancer(LoadBalancerStandIn):
+    """`LoadBalancerStandIn` for every world `sandbox world` made, in any region.
+
+    The base class reads `self.clients` (one region's) and `self.world` (whose
+    target groups are blue and green) while it routes a request; here both are
+    per thread (one request a thread), set by `route` from the request's host.
+    Target groups are served per region (`RegionTargets`).
     """
 
     def __init__(self, *, aws_url: str, tasks: TaskRunner, printer: ProgressPrinter) -> None:
@@ -69,11 +98,12 @@ class AnyWorldBalancer(LoadBalancerStandIn):
         self._regions: dict[str, Callable[[str], Any]] = {}
         self._worlds: dict[str, AwsWorld] = {}
         self._lock = threading.Lock()
-        super().__init__(world=None, clients=None, tasks=tasks, printer=printer)  # type: ignore[arg-type]
+        super().__init__(world=None, clients=self._clients_of(DEFAULT_REGION), tasks=tasks, printer=printer)
+        self.targets = RegionTargets(clients_of=self._clients_of, tasks=tasks)
 
     @property
-    def world(self) -> AwsWorld:
-        return self._local.world  # type: ignore[no-any-return]
+    def world(self) -> AwsWorld | None:
+        return getattr(self._local, 'world', None)
 
     @world.setter
     def world(self, value: AwsWorld | None) -> None:
@@ -81,16 +111,17 @@ class AnyWorldBalancer(LoadBalancerStandIn):
 
     @property
     def clients(self) -> Callable[[str], Any]:
-        return self._local.clients  # type: ignore[no-any-return]
+        found: Callable[[str], Any] = getattr(self._local, 'clients', None) or self._clients_of(DEFAULT_REGION)
+        return found
 
     @clients.setter
-    def clients(self, value: Callable[[str], Any] | None) -> None:
-        """The base class's one region's clients: none here."""
+    def clients(self, value: Callable[[str], Any]) -> None:
+        """The base class's one region's clients: chosen per request here."""
 
-    def route(self, host: str, port: int) -> tuple[str, int]:
-        self._local.clients = self._clients_of(region_of(host))
-        self._local.world = self._world_of(host)
-        return super().route(host, port)
+    def route(self, request: Request, port: int) -> Served | FixedResponse:
+        self._local.clients = self._clients_of(region_of(request.host))
+        self._local.world = self._world_of(request.host)
+        return super().route(request, port)
 
     def _clients_of(self, region: str) -> Callable[[str], Any]:
         with self._lock:
@@ -98,11 +129,14 @@ class AnyWorldBalancer(LoadBalancerStandIn):
                 self._regions[region] = sandbox_clients(self._aws_url, region=region)
             return self._regions[region]
 
-    def _world_of(self, host: str) -> AwsWorld:
+    def _world_of(self, host: str) -> AwsWorld | None:
         with self._lock:
-            known = self._worlds.get(host)
-        if known is None:  # a world never changes once made: remember it
+            if host in self._worlds:
+                return self._worlds[host]
+        try:
             known = read_world(self._local.clients, host)
-            with self._lock:
-                self._worlds[host] = known
+        except LookupError:  # not one of `sandbox world`'s: routed all the same, answers name target groups
+            return None
+        with self._lock:  # a world never changes once made: remember it
+            self._worlds[host] = known
         return known
