@@ -29,11 +29,12 @@ from controller.adapters import ServiceDeploymentState, ServiceRollout
 from controller.adapters.aws import error_code
 from controller.adapters.ecs import EcsService, network_configuration
 from controller.errors import DeploymentControllerMismatch, Reason, StageFailed, Transient
-from controller.models import CanarySteps, LinearSteps, PandaDeploySpec, Strategy
+from controller.models import CanarySteps, LinearSteps, PandaDeploySpec, Strategy, cap_message
 
 PAUSE_STAGE = 'POST_TEST_TRAFFIC_SHIFT'  # the test listener serves green, production still blue
 MAX_HOOK_MINUTES = 20160  # AWS's bound for timeoutConfiguration.timeoutInMinutes
-EVENTS_SHOWN = 3  # the service's newest events in a failure message
+EVENTS_SHOWN = 3  # the service's newest events in a failure message (each once)
+WORDS_LIMIT = 320  # characters of ECS's statusReason in a message (events and task reasons: half), all within 1024
 STOPPED_TASKS_SHOWN = 3
 
 
@@ -183,14 +184,14 @@ class EcsServiceDeployments(EcsService):
 
     def explain(self, *, spec: PandaDeploySpec, state: ServiceDeploymentState) -> str:
         words = [f'ECS service deployment {state.arn.rsplit("/", 1)[-1]} ended {state.status}'
-                 + (f': {state.status_reason}' if state.status_reason else '')]
+                 + (f': {cap_message(state.status_reason, WORDS_LIMIT)}' if state.status_reason else '')]
         try:
             service = self._describe(cluster=spec.ecs.cluster, service=spec.ecs.service) or {}
-            events = [str(e.get('message')) for e in (service.get('events') or [])[:EVENTS_SHOWN]]
-            if events:
+            newest = (str(e.get('message')) for e in (service.get('events') or [])[:EVENTS_SHOWN])
+            if events := [cap_message(text, WORDS_LIMIT // 2) for text in dict.fromkeys(newest)]:
                 words.append('service events: ' + ' | '.join(events))
             if stopped := self._stopped_reasons(spec):
-                words.append('stopped tasks: ' + ' | '.join(stopped))
+                words.append('stopped tasks: ' + ' | '.join(cap_message(text, WORDS_LIMIT // 2) for text in stopped))
         except Exception as exc:  # the outcome stands; the extra words are best effort
             words.append(f'(service events unreadable: {type(exc).__name__})')
         return '; '.join(words)
