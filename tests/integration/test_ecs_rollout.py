@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -34,15 +33,22 @@ from controller.pipeline import Engine, Recorder, Run, default_stages
 from controller.sandbox.aws import AwsSandbox, Timings
 from tests.aws_contract import ContractCheck
 from tests.fakes import MemorySink
-from tests.integration.awsworld import REGION, session  # noqa: F401 (session is a fixture)
-from tests.integration.test_rollout import CREDENTIALS, Health, commit, health, prepare  # noqa: F401 (health is a fixture)
+from tests.integration.awsworld import session  # noqa: F401 (session is a fixture)
+from tests.integration.test_ecs_deployments_sandbox import REGION, build_world
+from tests.integration.test_rollout import (  # noqa: F401 (health is a fixture)
+    CREDENTIALS,
+    Health,
+    Rollout,
+    commit,
+    health,
+    prepare,
+)
 
 CHECKS = 3
 POLL_SECONDS = 0.1
 ROLE = 'arn:aws:iam::123456789012:role/ecsInfrastructureRoleForLoadBalancers'
 TIMINGS = Timings(step_seconds=0.05, minute_seconds=1.0, auto_hook_seconds=0.05, tick_seconds=0.02)
 ENDED = ('SUCCESSFUL', 'STOPPED', 'ROLLBACK_SUCCESSFUL', 'ROLLBACK_FAILED')
-_names = itertools.count(1)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -112,53 +118,34 @@ class World:
         return dict(ecs.describe_service_deployments(serviceDeploymentArns=[arn])['serviceDeployments'][0])
 
 
+class _Clients:
+    """What test_ecs_deployments_sandbox's `build_world` asks of its sandbox: clients (here through the
+    `session` fixture's AWS_ENDPOINT_URL, in that module's region)."""
+
+    def __init__(self) -> None:
+        self.session = boto3.session.Session(aws_access_key_id='testing', aws_secret_access_key='testing',
+                                             region_name=REGION)
+
+    def client(self, name: str) -> Any:
+        return self.session.client(name)
+
+
 @pytest.fixture
-def world(session: boto3.session.Session) -> World:  # noqa: F811 (awsworld's session)
-    suffix = f'e{next(_names)}x{int(time.time() * 1000) % 100000}'
-    ec2, elbv2 = session.client('ec2'), session.client('elbv2')
-    session.client('ecs').create_cluster(clusterName=f'cluster-{suffix}')
-    vpc = ec2.create_vpc(CidrBlock='10.0.0.0/16')['Vpc']['VpcId']
-    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f'10.0.{i}.0/24', AvailabilityZone=f'{REGION}{zone}')[
-        'Subnet']['SubnetId'] for i, zone in ((1, 'a'), (2, 'b'))]
-    lb = elbv2.create_load_balancer(Name=f'lb-{suffix}', Subnets=subnets, Type='application')[
-        'LoadBalancers'][0]['LoadBalancerArn']
-    blue, green = (elbv2.create_target_group(Name=f'{colour}-{suffix}', Protocol='HTTP', Port=8080, VpcId=vpc,
-                                             TargetType='ip')['TargetGroups'][0]['TargetGroupArn']
-                   for colour in ('blue', 'green'))
-    forward = {'Type': 'forward', 'ForwardConfig': {'TargetGroups': [
-        {'TargetGroupArn': blue, 'Weight': 100}, {'TargetGroupArn': green, 'Weight': 0}]}}
-    rules = []
-    for port in (80, 8080):
-        listener = elbv2.create_listener(LoadBalancerArn=lb, Protocol='HTTP', Port=port, DefaultActions=[
-            {'Type': 'fixed-response', 'FixedResponseConfig': {'StatusCode': '404'}}])['Listeners'][0]['ListenerArn']
-        rules.append(elbv2.create_rule(ListenerArn=listener, Priority=1, Actions=[forward], Conditions=[
-            {'Field': 'path-pattern', 'Values': ['/*']}])['Rules'][0]['RuleArn'])
-    return World(session=session, suffix=suffix, blue_tg=blue, green_tg=green, prod_rule=rules[0],
-                 test_rule=rules[1])
+def world(session: boto3.session.Session) -> World:  # noqa: F811 (awsworld's session sets the endpoint)
+    clients = _Clients()
+    found = build_world(clients)  # type: ignore[arg-type]  # (duck-typed: only .client is used)
+    return World(session=clients.session, suffix=found.suffix, blue_tg=found.blue_tg, green_tg=found.green_tg,
+                 prod_rule=found.prod_rule, test_rule=found.test_rule)
 
 
 # -- driving the engine -------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Rollout:
-    result: RunResult
-    run: Run
-    sink: MemorySink
-
-    @property
-    def status(self) -> PandaDeployStatus:
-        return self.run.status
-
-    def reason(self) -> str:
-        ready = conditions.get(self.status, 'Ready')
-        assert ready is not None
-        return ready.reason
-
-    def message(self) -> str:
-        ready = conditions.get(self.status, 'Ready')
-        assert ready is not None
-        return ready.message
+def ready(rollout: Rollout) -> tuple[str, str]:
+    """The Ready condition's reason and message."""
+    found = conditions.get(rollout.status, 'Ready')
+    assert found is not None
+    return found.reason, found.message
 
 
 def engine(pool: concurrent.futures.ThreadPoolExecutor, contract: ContractCheck) -> Engine:
@@ -173,13 +160,15 @@ def engine(pool: concurrent.futures.ThreadPoolExecutor, contract: ContractCheck)
 
 
 async def rollout(spec: PandaDeploySpec, revision: str, contract: ContractCheck, *, after: Rollout | None = None,
-                  approval: Callable[[], str | None] = lambda: None,
+                  approval: Callable[[], str | None] = lambda: None, self_approved: bool = False,
                   until: Callable[[Run], bool] | None = None) -> Rollout:
     """One run of stages 3-6 for `revision` after the run `after`; with `until`, the operator stops (a shutdown:
-    nothing recorded) as soon as `until(run)` holds."""
+    nothing recorded) as soon as `until(run)` holds; `self_approved`: the promote annotation names the run."""
     status = after.status.model_copy(deep=True) if after else None
     run, sink = prepare(spec, revision=revision, status=status, generation=after.run.generation + 1 if after else 1,
                         approval=approval)
+    if self_approved:  # manual promotion, approved for this run from the start
+        run.approval = lambda: run.status.deployment_id
     return await drive(run, sink, contract, until=until)
 
 
@@ -197,12 +186,14 @@ async def drive(run: Run, sink: MemorySink, contract: ContractCheck, *,
         return Rollout(result=await task, run=run, sink=sink)
 
 
-async def resume(spec: PandaDeploySpec, stopped: Rollout, contract: ContractCheck) -> Rollout:
+async def resume(spec: PandaDeploySpec, stopped: Rollout, contract: ContractCheck, *,
+                 approval: Callable[[], str | None] = lambda: None) -> Rollout:
     """A new operator picks the run up from the status its predecessor last saved (no new run begins)."""
     sink = MemorySink()
     recorder = Recorder(sink=sink, status=PandaDeployStatus.model_validate(stopped.sink.saves[-1]),
                         generation=stopped.run.generation)
-    run = Run(spec=spec, credentials=CREDENTIALS, recorder=recorder, logger=logging.getLogger('test.ecs'))
+    run = Run(spec=spec, credentials=CREDENTIALS, recorder=recorder, logger=logging.getLogger('test.ecs'),
+              approval=approval)
     return await drive(run, sink, contract)
 
 
@@ -277,7 +268,7 @@ async def test_a_failing_check_rolls_back_and_production_stays_on_blue(
     endpoint.fail_after = endpoint.hits + passing
     second = await rollout(spec, commit('b'), contract, after=first)
 
-    assert second.result == RunResult.failed and second.reason() == 'HealthCheckFailed', second.sink.lines
+    assert second.result == RunResult.failed and ready(second)[0] == 'HealthCheckFailed', second.sink.lines
     arn = second.status.service_deployment_arn
     assert arn
     deadline = time.monotonic() + 10
@@ -285,7 +276,7 @@ async def test_a_failing_check_rolls_back_and_production_stays_on_blue(
         time.sleep(0.05)
     assert found['status'] == 'ROLLBACK_SUCCESSFUL' and rolled_back_by in found['statusReason'], found
     assert world.green_share(world.prod_rule) == 0.0  # production still (again) all on blue
-    assert endpoint.url in second.message()
+    assert endpoint.url in ready(second)[1]
 
 
 async def _promoted(spec: PandaDeploySpec, revision: str, world: World, contract: ContractCheck,
@@ -326,13 +317,15 @@ async def test_manual_promotion_waits_at_the_hook_until_the_annotation_names_the
 
 async def test_a_restarted_operator_resumes_the_same_service_deployment(
         world: World, health: Callable[..., Health], contract: ContractCheck) -> None:
-    spec = world.spec(health().url)
-    first = await rollout(spec, commit('a'), contract)
+    # Manual promotion holds the run at the hook, so the operator surely stops there.
+    spec = world.spec(health().url, promotion='manual')
+    first = await rollout(spec, commit('a'), contract, self_approved=True)
     stopped = await rollout(spec, commit('b'), contract, after=first, until=at_the_hook(world))
     arn = stopped.status.service_deployment_arn
     assert stopped.result == RunResult.cancelled and arn and stopped.sink.saves[-1]['serviceDeploymentArn'] == arn
 
-    resumed = await resume(spec, stopped, contract)
+    # The promote annotation, set while the operator was down, names the run.
+    resumed = await resume(spec, stopped, contract, approval=lambda: stopped.status.deployment_id)
 
     assert resumed.result == RunResult.succeeded, resumed.sink.lines
     assert resumed.status.service_deployment_arn == arn
@@ -343,8 +336,9 @@ async def test_a_restarted_operator_resumes_the_same_service_deployment(
 
 async def test_with_the_operator_down_the_hook_times_out_and_ecs_rolls_back_by_itself(
         world: World, health: Callable[..., Health], contract: ContractCheck) -> None:
-    spec = world.spec(health().url, stage_seconds=60)  # the hook times out after 2 minutes: 2 s here
-    first = await rollout(spec, commit('a'), contract)
+    # The hook times out after 2 minutes: 2 s here. Manual promotion holds the run at the hook for the stop.
+    spec = world.spec(health().url, stage_seconds=60, promotion='manual')
+    first = await rollout(spec, commit('a'), contract, self_approved=True)
     stopped = await rollout(spec, commit('b'), contract, after=first, until=at_the_hook(world))
     arn = stopped.status.service_deployment_arn
     assert arn
@@ -358,8 +352,8 @@ async def test_with_the_operator_down_the_hook_times_out_and_ecs_rolls_back_by_i
 
     resumed = await resume(spec, stopped, contract)  # the operator comes back: the run ends honestly
 
-    assert resumed.result == RunResult.failed and resumed.reason() == 'DeploymentRolledBack'
-    assert 'timed out' in resumed.message() and 'ROLLBACK_SUCCESSFUL' in resumed.message()
+    assert resumed.result == RunResult.failed and ready(resumed)[0] == 'DeploymentRolledBack'
+    assert 'timed out' in ready(resumed)[1] and 'ROLLBACK_SUCCESSFUL' in ready(resumed)[1]
     assert len(world.deployments(spec)) == 2, 'no second deployment for the run'
 
 
@@ -378,8 +372,8 @@ async def test_a_service_on_the_codedeploy_controller_is_refused_and_left_as_it_
 
     refused = await rollout(spec, commit('a'), contract)
 
-    assert refused.result == RunResult.failed and refused.reason() == 'DeploymentControllerMismatch'
-    assert 'CODE_DEPLOY' in refused.message() and 'spec.rollout.strategy: CodeDeploy' in refused.message()
+    assert refused.result == RunResult.failed and ready(refused)[0] == 'DeploymentControllerMismatch'
+    assert 'CODE_DEPLOY' in ready(refused)[1] and 'spec.rollout.strategy: CodeDeploy' in ready(refused)[1]
     service = ecs.describe_services(cluster=spec.ecs.cluster, services=[spec.ecs.service])['services'][0]
     assert service['deploymentController'] == {'type': 'CODE_DEPLOY'} and service['taskDefinition'] == definition
     assert world.deployments(spec) == [] and contract.requests['UpdateService'] == 0
@@ -393,8 +387,8 @@ async def test_tasks_that_never_start_trip_the_circuit_breaker_and_the_run_fails
 
     broken = await rollout(world.spec(url, image='broken-app'), commit('b'), contract, after=first)
 
-    assert broken.result == RunResult.failed and broken.reason() == 'DeploymentRolledBack', broken.sink.lines
-    message = broken.message()
+    assert broken.result == RunResult.failed and ready(broken)[0] == 'DeploymentRolledBack', broken.sink.lines
+    message = ready(broken)[1]
     assert 'ROLLBACK_SUCCESSFUL' in message and 'circuit breaker' in message, message
     assert 'CannotPullContainerError' in message and 'service events:' in message, message
     assert broken.status.stage_record(StageName.blue_green).reason == 'DeploymentRolledBack'
