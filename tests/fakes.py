@@ -299,6 +299,7 @@ class FakeEcsDeployments:
             d = state['service_deployments'][arn]
             if d['status'] == 'IN_PROGRESS' and script.get('ecs_end'):
                 d['status'], d['reason'] = script['ecs_end']['status'], script['ecs_end']['reason']
+                d['replaced_by'] = script['ecs_end'].get('replaced_by')
             shifted = d['continued'] is not None and time.time() - d['continued'] >= float(script.get('shift_after', 0.1))
             if d['status'] == 'IN_PROGRESS' and shifted:
                 d['status'] = 'SUCCESSFUL'
@@ -311,7 +312,7 @@ class FakeEcsDeployments:
                  else 'POST_TEST_TRAFFIC_SHIFT' if ready else 'SCALE_UP')
         return ServiceDeploymentState(arn=arn, status=d['status'], lifecycle_stage=stage, status_reason=d['reason'],
                                       paused_hook='ecs-pause-1' if at_hook else None,
-                                      hook_passed=d['continued'] is not None,
+                                      hook_passed=d['continued'] is not None, replaced_by=d.get('replaced_by'),
                                       production_percent=100.0 if d['status'] == 'SUCCESSFUL' else None)
 
     def continue_deployment(self, arn: str, *, hook_id: str, rollback: bool = False) -> None:

@@ -16,6 +16,11 @@ the checks when the newest run in `status.history` succeeded with the same
 image: that image passed them then, and no traffic is to move now. After a
 failed or superseded run, the checks run again.
 
+With an ECS strategy the deployment is ECS's own service deployment, held
+at the operator's PAUSE hook while the checks run; after `CONTINUE` the
+checks go on through each canary or linear step and the bake, and the stage
+ends only when ECS says how the deployment ended (`rollouts.EcsGate`).
+
 Between polls the stage keeps its progress in one `CheckProgress` (in the
 stage's in-memory scratch): it is lost on restart, which only means the
 checks run again. Each poll walks the same named steps in order; a step

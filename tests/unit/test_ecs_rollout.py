@@ -74,12 +74,17 @@ async def test_a_deployment_that_ecs_rolled_back_fails_in_ecss_words(world, pool
     assert sink.events[-1][:2] == ('Warning', 'DeploymentRolledBack')
 
 
-@pytest.mark.parametrize(('status', 'reason'), [('STOPPED', 'DeploymentStopped')])
-async def test_a_stopped_deployment_is_not_a_success(world, pool, status, reason):
-    world.set_script(ecs_end={'status': status, 'reason': 'Service deployment stopped (ABORT).'})
+@pytest.mark.parametrize(('end', 'reason'), [
+    ({'status': 'STOPPED', 'reason': 'Service deployment stopped (ABORT).'}, 'DeploymentStopped'),
+    ({'status': 'STOPPED', 'reason': 'The service deployment was superseded by arn:…/sd9.',
+      'replaced_by': 'arn:aws:ecs:region:123456789012:service-deployment/c/s/sd9'}, 'DeploymentReplaced'),
+])
+async def test_a_stopped_or_replaced_deployment_is_not_a_success(world, pool, end, reason):
+    world.set_script(ecs_end=end)
     run, _ = make_run(ECS_SPEC)
     assert await engine_for(world, pool).drive(new(run)) == RunResult.failed
-    assert conditions.get(run.status, 'Ready').reason == reason
+    ready = conditions.get(run.status, 'Ready')
+    assert ready.reason == reason and end['reason'] in ready.message
 
 
 async def test_a_service_on_the_codedeploy_controller_is_refused_unchanged(world, pool):
