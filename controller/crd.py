@@ -67,6 +67,25 @@ _RELATIVE_PATH_RULE = (
 # CEL rules for what the models check in their validators, keyed by the dotted
 # path of the object node (from the resource's root) they belong to.
 VALIDATIONS: dict[str, tuple[dict[str, str], ...]] = {
+    'spec': (
+        {'rule': "!has(self.rollout) || !has(self.blueGreen) || "
+                 "(has(self.rollout.strategy) && self.rollout.strategy == 'CodeDeploy')",
+         'message': 'spec.blueGreen configures the CodeDeploy strategy; with spec.rollout.strategy BlueGreen, '
+                    'Canary or Linear remove it (or set spec.rollout.strategy: CodeDeploy)'},
+        {'rule': '!has(self.rollout) || !has(self.rollout.promotion) || !has(self.blueGreen)',
+         'message': 'set promotion in one place: spec.blueGreen.promotion with spec.blueGreen '
+                    '(remove spec.rollout.promotion)'},
+    ),
+    'spec.rollout': (
+        {'rule': "(has(self.strategy) && self.strategy == 'CodeDeploy') || has(self.loadBalancer)",
+         'message': 'spec.rollout.loadBalancer is required for the BlueGreen, Canary and Linear strategies'},
+        {'rule': "!has(self.loadBalancer) || !has(self.strategy) || self.strategy != 'CodeDeploy'",
+         'message': 'spec.rollout.loadBalancer is for the ECS strategies; CodeDeploy reads spec.blueGreen'},
+        {'rule': "!has(self.canary) || (has(self.strategy) && self.strategy == 'Canary')",
+         'message': 'spec.rollout.canary is only for strategy Canary'},
+        {'rule': "!has(self.linear) || (has(self.strategy) && self.strategy == 'Linear')",
+         'message': 'spec.rollout.linear is only for strategy Linear'},
+    ),
     'spec.source': (
         {'rule': 'has(self.repo) != has(self.url)',
          'message': 'exactly one of spec.source.repo and spec.source.url must be set'},

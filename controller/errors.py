@@ -64,6 +64,11 @@ class Reason:
     HEALTH_CHECK_FAILED = 'HealthCheckFailed'
     HEALTH_CHECK_URL_NOT_ALLOWED = 'HealthCheckURLNotAllowed'
     ABORTED = 'Aborted'
+    # ECS's own deployments (spec.rollout BlueGreen, Canary, Linear), and the controller a service is on.
+    DEPLOYMENT_CONTROLLER_MISMATCH = 'DeploymentControllerMismatch'
+    DEPLOYMENT_ROLLED_BACK = 'DeploymentRolledBack'
+    DEPLOYMENT_STOPPED = 'DeploymentStopped'
+    DEPLOYMENT_REPLACED = 'DeploymentReplaced'
     NO_HEALTH_CHECK_TARGET = 'NoHealthCheckTarget'
     CALL_TIMEOUT = 'CallTimeout'
     UNEXPECTED_ERROR = 'UnexpectedError'
@@ -156,6 +161,25 @@ class ServiceUpdateFailed(StageFailed):
     def __init__(self, *, cluster: str, service: str, detail: str) -> None:
         self.cluster, self.service = cluster, service
         super().__init__(f'ECS service {service} in cluster {cluster}: {detail}')
+
+
+class DeploymentControllerMismatch(ServiceUpdateFailed):
+    """The service runs on the other deployment controller than the strategy needs (ECS vs CODE_DEPLOY): refused
+    before anything changes, since ECS cannot change a service's controller in place for either path."""
+    reason = Reason.DEPLOYMENT_CONTROLLER_MISMATCH
+
+    def __init__(self, *, cluster: str, service: str, controller: str, strategy: str) -> None:
+        self.controller, self.strategy = controller, strategy
+        if controller == 'CODE_DEPLOY':
+            todo = ('keep deploying it through CodeDeploy (spec.rollout.strategy: CodeDeploy, or remove '
+                    'spec.rollout), or move it to an ECS strategy as AWS documents (a new service, or '
+                    'UpdateService to the ECS controller after its last CodeDeploy deployment) and run again')
+        else:
+            todo = ('deploy it with an ECS strategy (spec.rollout.strategy BlueGreen, Canary or Linear with '
+                    'spec.rollout.loadBalancer), or use another service name for CodeDeploy')
+        super().__init__(cluster=cluster, service=service,
+                         detail=f'uses the {controller} deployment controller; strategy {strategy} needs '
+                                f'{"ECS" if strategy != "CodeDeploy" else "CODE_DEPLOY"}. Nothing was changed: {todo}')
 
 
 class HealthCheckFailed(StageFailed):

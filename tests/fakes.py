@@ -26,11 +26,13 @@ from controller.adapters import (
     LifecycleEvent,
     Probe,
     RegistryAuth,
+    ServiceDeploymentState,
+    ServiceRollout,
     ServiceState,
     Traffic,
 )
 from controller.credentials import Credentials
-from controller.errors import Reason, ServiceUpdateFailed, StageFailed
+from controller.errors import DeploymentControllerMismatch, Reason, ServiceUpdateFailed, StageFailed
 from controller.models import PandaDeploySpec, PandaDeployStatus
 
 ACCOUNT = '123456789012'
@@ -255,6 +257,83 @@ class FakeCodeDeploy:
             self.world.save(state)
 
 
+class FakeEcsDeployments:
+    """ECS's own deployments, timed: the new revision starts, then waits at the PAUSE hook until continued, then
+    moves production for `shift_after` seconds and ends SUCCESSFUL. `ecs_end` in the script ends an open
+    deployment at the next look ({status, reason}: a circuit breaker, another actor's stop)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def deploy(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: Any) -> ServiceRollout:
+        self.world.step('ecs_deployments.deploy')
+        cluster, name = spec.ecs.cluster, spec.ecs.service
+        controller = self.world.script().get('controller', 'ECS')
+        with _LOCK:
+            state = self.world.state()
+            created = name not in state['services']
+            if not created and controller != 'ECS':
+                raise DeploymentControllerMismatch(cluster=cluster, service=name, controller=controller,
+                                                   strategy=spec.strategy.value)
+            found = self.find_deployment(spec=spec, task_definition_arn=task_definition_arn, since=since)
+            if state['services'].get(name) == task_definition_arn or found:
+                return ServiceRollout(cluster=cluster, service=name, created=False, started=False, deployment_arn=found)
+            deployments = state.setdefault('service_deployments', {})
+            arn = f'arn:aws:ecs:region:{ACCOUNT}:service-deployment/{cluster}/{name}/sd{len(deployments) + 1}'
+            deployments[arn] = {'status': 'IN_PROGRESS', 'created': time.time(), 'taskdef': task_definition_arn,
+                                'service': name, 'continued': None, 'reason': None}
+            state['services'].setdefault(name, None)
+            self.world.save(state)
+        return ServiceRollout(cluster=cluster, service=name, created=created, started=True, deployment_arn=arn)
+
+    def find_deployment(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: Any) -> str | None:
+        found = [arn for arn, d in self.world.state().get('service_deployments', {}).items()
+                 if d['taskdef'] == task_definition_arn and d['status'] == 'IN_PROGRESS']
+        return found[-1] if found else None
+
+    def get(self, arn: str) -> ServiceDeploymentState:
+        self.world.step('ecs_deployments.get')
+        script = self.world.script()
+        with _LOCK:
+            state = self.world.state()
+            d = state['service_deployments'][arn]
+            if d['status'] == 'IN_PROGRESS' and script.get('ecs_end'):
+                d['status'], d['reason'] = script['ecs_end']['status'], script['ecs_end']['reason']
+                d['replaced_by'] = script['ecs_end'].get('replaced_by')
+            shifted = d['continued'] is not None and time.time() - d['continued'] >= float(script.get('shift_after', 0.1))
+            if d['status'] == 'IN_PROGRESS' and shifted:
+                d['status'] = 'SUCCESSFUL'
+                state['services'][d['service']] = d['taskdef']
+                state['active'] = 'green' if state['active'] == 'blue' else 'blue'
+            self.world.save(state)
+        ready = time.time() - d['created'] >= float(script.get('ready_after', 0.2))
+        at_hook = d['status'] == 'IN_PROGRESS' and ready and d['continued'] is None
+        stage = ('CLEAN_UP' if d['status'] == 'SUCCESSFUL' else 'PRODUCTION_TRAFFIC_SHIFT' if d['continued']
+                 else 'POST_TEST_TRAFFIC_SHIFT' if ready else 'SCALE_UP')
+        return ServiceDeploymentState(arn=arn, status=d['status'], lifecycle_stage=stage, status_reason=d['reason'],
+                                      paused_hook='ecs-pause-1' if at_hook else None,
+                                      hook_passed=d['continued'] is not None, replaced_by=d.get('replaced_by'),
+                                      production_percent=100.0 if d['status'] == 'SUCCESSFUL' else None)
+
+    def continue_deployment(self, arn: str, *, hook_id: str, rollback: bool = False) -> None:
+        self.world.step('ecs_deployments.rollback' if rollback else 'ecs_deployments.continue')
+        self._set(arn, continued=time.time()) if not rollback else self._set(
+            arn, status='ROLLBACK_SUCCESSFUL', reason=f'Rolled back by ContinueServiceDeployment at {hook_id}.')
+
+    def stop(self, arn: str) -> None:
+        self.world.step('ecs_deployments.stop')
+        self._set(arn, status='ROLLBACK_SUCCESSFUL', reason='Rolled back by a StopServiceDeployment request.')
+
+    def explain(self, *, spec: PandaDeploySpec, state: ServiceDeploymentState) -> str:
+        return f'ECS service deployment {state.arn.rsplit("/", 1)[-1]} ended {state.status}: {state.status_reason}'
+
+    def _set(self, arn: str, **fields: Any) -> None:
+        with _LOCK:
+            state = self.world.state()
+            state['service_deployments'][arn].update(fields)
+            self.world.save(state)
+
+
 class FakeLoadBalancer:
     def __init__(self, world: World) -> None:
         self.world = world
@@ -300,7 +379,7 @@ def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *, settings: 
     world.log('adapters.made')
     return Adapters(git=FakeGit(world), docker=FakeDocker(world), registry=FakeRegistry(world, spec.aws.region),
                     ecs=FakeEcs(world), codedeploy=FakeCodeDeploy(world), loadbalancer=FakeLoadBalancer(world),
-                    http=FakeHttp(world))
+                    http=FakeHttp(world), ecs_deployments=FakeEcsDeployments(world))
 
 
 __all__ = ['World', 'make_adapters', 'Reason']

@@ -8,6 +8,7 @@ Every method here blocks: the engine calls stages in its worker pool.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import pathlib
 import threading
 from collections.abc import Callable, Mapping
@@ -164,6 +165,80 @@ class CodeDeploy(Protocol):
 
 
 @dataclasses.dataclass(frozen=True)
+class ServiceRollout:
+    """What stage 3 did to a service deployed by ECS itself (spec.rollout BlueGreen, Canary, Linear)."""
+    cluster: str
+    service: str
+    created: bool  # the service was created now (which starts its first service deployment)
+    started: bool  # a service deployment was started now (created, or updated to the task definition)
+    deployment_arn: str | None = None  # the service deployment of the task definition: started now, or found
+
+
+# ServiceDeploymentStatus values after which nothing more happens to a service deployment.
+SERVICE_DEPLOYMENT_ENDED = frozenset({'SUCCESSFUL', 'STOPPED', 'ROLLBACK_SUCCESSFUL', 'ROLLBACK_FAILED'})
+# Lifecycle stages after the operator's PAUSE hook (POST_TEST_TRAFFIC_SHIFT) was passed: production moves.
+PAST_THE_GATE = frozenset({'PRODUCTION_TRAFFIC_SHIFT', 'POST_PRODUCTION_TRAFFIC_SHIFT', 'BAKE_TIME', 'CLEAN_UP'})
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceDeploymentState:
+    """An ECS service deployment as one DescribeServiceDeployments saw it (ECS's words kept for messages)."""
+    arn: str
+    status: str  # PENDING, IN_PROGRESS, SUCCESSFUL, STOPPED, ROLLBACK_REQUESTED … ROLLBACK_FAILED
+    lifecycle_stage: str | None = None
+    status_reason: str | None = None
+    paused_hook: str | None = None  # the hookId of a PAUSE hook AWAITING_ACTION
+    hook_passed: bool = False  # a PAUSE hook of the current stage SUCCEEDED (continued)
+    production_percent: float | None = None  # the new revision's share of production traffic
+    replaced_by: str | None = None  # ended STOPPED because this (another) deployment replaced it
+
+    @property
+    def ended(self) -> bool:
+        return self.status in SERVICE_DEPLOYMENT_ENDED
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == 'SUCCESSFUL'
+
+    @property
+    def open(self) -> bool:
+        """Started and not ending: a stop or rollback can still be asked for."""
+        return self.status in ('PENDING', 'IN_PROGRESS')
+
+    @property
+    def past_gate(self) -> bool:
+        """Production traffic is moving (or moved): the PAUSE hook was continued."""
+        return self.succeeded or (self.status == 'IN_PROGRESS' and (
+            self.lifecycle_stage in PAST_THE_GATE or (self.hook_passed and self.paused_hook is None)))
+
+
+class EcsDeployments(Protocol):
+    """ECS's own deployments: the service with its strategy and PAUSE hook, and its service deployments."""
+
+    def deploy(self, *, spec: PandaDeploySpec, task_definition_arn: str,
+               since: datetime.datetime | None) -> ServiceRollout:
+        """Create the service with the strategy (its first deployment) or update it to the task definition (a
+        new one); a deployment of that task definition created since `since` is found, never started again.
+        `DeploymentControllerMismatch` for a service on another controller, before anything changes."""
+
+    def find_deployment(self, *, spec: PandaDeploySpec, task_definition_arn: str,
+                        since: datetime.datetime | None) -> str | None:
+        """The newest service deployment of `task_definition_arn` created since `since`, or None."""
+
+    def get(self, arn: str) -> ServiceDeploymentState: ...
+
+    def continue_deployment(self, arn: str, *, hook_id: str, rollback: bool = False) -> None:
+        """ContinueServiceDeployment at the PAUSE hook: CONTINUE, or ROLLBACK."""
+
+    def stop(self, arn: str) -> None:
+        """StopServiceDeployment with stopType ROLLBACK."""
+
+    def explain(self, *, spec: PandaDeploySpec, state: ServiceDeploymentState) -> str:
+        """ECS's own words on how a deployment ended: its statusReason, the service's newest events and the
+        stopped tasks' stoppedReason."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Traffic:
     active_color: str  # blue or green
     blue_url: str | None
@@ -208,6 +283,7 @@ class Adapters:
     codedeploy: CodeDeploy
     loadbalancer: LoadBalancer
     http: Http
+    ecs_deployments: EcsDeployments
 
 
 # Builds the adapters for one run from its spec and credentials (in a worker thread): what the engine calls.

@@ -29,7 +29,7 @@ from controller.adapters import ServiceState
 from controller.adapters.aws import AwsAdapter, error_code
 from controller.adapters.traffic_layout import missing_layout_text, traffic_layout
 from controller.credentials import Credentials
-from controller.errors import PandaDeployError, Reason, ServiceUpdateFailed, Transient
+from controller.errors import DeploymentControllerMismatch, PandaDeployError, Reason, ServiceUpdateFailed, Transient
 from controller.models import PandaDeploySpec
 
 # Task-level fields compared even when the wanted definition leaves them out (removing a role is a change).
@@ -100,6 +100,18 @@ def _changed_containers(wanted: list[Mapping[str, Any]], current: list[Mapping[s
             if _normal(key, container.get(key)) != _normal(key, found.get(key)):
                 changed.append(f'containerDefinitions[{name}].{key}')
     return changed
+
+
+def network_configuration(spec: PandaDeploySpec) -> dict[str, Any] | None:
+    """The service's awsvpc networkConfiguration, or None when the spec names no subnets."""
+    networking = spec.ecs.networking
+    if networking is None or not networking.subnets:
+        return None
+    vpc: dict[str, Any] = {'subnets': list(networking.subnets),
+                           'assignPublicIp': 'ENABLED' if networking.assign_public_ip else 'DISABLED'}
+    if networking.security_groups:
+        vpc['securityGroups'] = list(networking.security_groups)
+    return {'awsvpcConfiguration': vpc}
 
 
 class EcsService(AwsAdapter):
@@ -184,10 +196,8 @@ class EcsService(AwsAdapter):
                             f'it can be created again once it is INACTIVE')
         controller = (found.get('deploymentController') or {}).get('type') or 'ECS'
         if controller != 'CODE_DEPLOY':
-            raise ServiceUpdateFailed(cluster=cluster, service=service,
-                                      detail=f'uses the {controller} deployment controller; blue/green through '
-                                             f'CodeDeploy needs CODE_DEPLOY (the controller cannot be changed: '
-                                             f'delete the service or use another service name)')
+            raise DeploymentControllerMismatch(cluster=cluster, service=service, controller=controller,
+                                               strategy='CodeDeploy')
         return ServiceState(cluster=cluster, service=service, created=False)
 
     def _create_request(self, spec: PandaDeploySpec, *, task_definition_arn: str) -> dict[str, Any]:
@@ -203,13 +213,8 @@ class EcsService(AwsAdapter):
             'loadBalancers': [{'targetGroupArn': self._blue_target_group_arn(spec),
                                'containerName': ecs.container_name, 'containerPort': ecs.container_port}],
         }
-        networking = ecs.networking
-        if networking is not None and networking.subnets:
-            vpc: dict[str, Any] = {'subnets': list(networking.subnets),
-                                   'assignPublicIp': 'ENABLED' if networking.assign_public_ip else 'DISABLED'}
-            if networking.security_groups:
-                vpc['securityGroups'] = list(networking.security_groups)
-            request['networkConfiguration'] = {'awsvpcConfiguration': vpc}
+        if (network := network_configuration(spec)) is not None:
+            request['networkConfiguration'] = network
         return request
 
     def _blue_target_group_arn(self, spec: PandaDeploySpec) -> str:

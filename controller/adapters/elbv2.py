@@ -28,7 +28,18 @@ _DEFAULT_PORTS = {'http': 80, 'https': 443}
 
 def forward_target_group(listener: dict[str, Any]) -> str | None:
     """The target group ARN a listener's default forward action sends (most of) the traffic to."""
-    for action in sorted(listener.get('DefaultActions') or [], key=lambda a: a.get('Order') or 0):
+    return forwarded_to(listener.get('DefaultActions') or [])
+
+
+def listener_of_rule(rule_arn: str) -> str:
+    """The listener ARN of a listener rule ARN (`…:listener-rule/app/lb/id/listener-id/rule-id`)."""
+    prefix, _, resource = rule_arn.partition(':listener-rule/')
+    return f'{prefix}:listener/{resource.rsplit("/", 1)[0]}'
+
+
+def forwarded_to(actions: list[dict[str, Any]]) -> str | None:
+    """The target group ARN a list of actions forwards (most of) the traffic to."""
+    for action in sorted(actions, key=lambda a: a.get('Order') or 0):
         if action.get('Type') != 'forward':
             continue
         groups = (action.get('ForwardConfig') or {}).get('TargetGroups') or []
@@ -55,6 +66,8 @@ class ListenerTraffic(AwsAdapter):
 
     def traffic(self, *, spec: PandaDeploySpec) -> Traffic:
         """The active colour (production listener's target group) and both colours' URLs."""
+        if spec.ecs_native:
+            return self._rule_traffic(spec)
         layout = self._layout(spec)
         listener_arns = [*layout.production_listener_arns[:1], *layout.test_listener_arns[:1]]
         try:
@@ -82,6 +95,37 @@ class ListenerTraffic(AwsAdapter):
         return Traffic(active_color='green', blue_url=test_url, green_url=production_url)
 
     # -- inside ------------------------------------------------------------------------
+
+    def _rule_traffic(self, spec: PandaDeploySpec) -> Traffic:
+        """ECS's own deployments: the production listener rule's heavier target group is the active colour
+        (blue: spec.rollout.loadBalancer.targetGroupArn, green: the alternate); the production rule's listener
+        reaches it, the test rule's listener the other colour."""
+        assert spec.rollout is not None and spec.rollout.load_balancer is not None
+        wiring = spec.rollout.load_balancer
+        rule_arns = [wiring.production_listener_rule_arn, *filter(None, [wiring.test_listener_rule_arn])]
+        elbv2 = self._client('elbv2')
+        try:
+            rules = {str(r['RuleArn']): r for r in elbv2.describe_rules(RuleArns=rule_arns)['Rules']}
+            listeners = elbv2.describe_listeners(ListenerArns=[listener_of_rule(a) for a in rule_arns])['Listeners']
+        except Exception as exc:
+            raise self._error(exc, f'ELBv2 DescribeRules {", ".join(rule_arns)}') from exc
+        production = rules.get(wiring.production_listener_rule_arn)
+        active_group = forwarded_to(production.get('Actions') or []) if production else None
+        colours = {wiring.target_group_arn: 'blue', wiring.alternate_target_group_arn: 'green'}
+        if active_group not in colours:
+            raise StageFailed(f'Production listener rule {wiring.production_listener_rule_arn} forwards to '
+                              f'{target_group_name(active_group) if active_group else "no target group"}, which is '
+                              f'neither blue ({target_group_name(wiring.target_group_arn)}) nor green '
+                              f'({target_group_name(wiring.alternate_target_group_arn)})',
+                              reason=Reason.BLUE_GREEN_FAILED)
+        dns = self._dns_names({str(found['LoadBalancerArn']) for found in listeners})
+        by_arn = {str(found['ListenerArn']): found for found in listeners}
+        urls = [self._url(by_arn[listener_of_rule(a)], dns) if listener_of_rule(a) in by_arn else None
+                for a in rule_arns]
+        production_url, test_url = urls[0], (urls[1] if len(urls) > 1 else None)
+        if colours[str(active_group)] == 'blue':
+            return Traffic(active_color='blue', blue_url=production_url, green_url=test_url)
+        return Traffic(active_color='green', blue_url=test_url, green_url=production_url)
 
     def _layout(self, spec: PandaDeploySpec) -> TrafficLayout:
         code_deploy = spec.blue_green.code_deploy

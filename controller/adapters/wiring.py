@@ -18,6 +18,7 @@ from controller.adapters.codedeploy import CodeDeployDeployments
 from controller.adapters.docker import DockerEngine
 from controller.adapters.ecr import EcrRegistry
 from controller.adapters.ecs import EcsService
+from controller.adapters.ecs_deployments import EcsServiceDeployments
 from controller.adapters.elbv2 import ListenerTraffic
 from controller.adapters.git import GitRepository
 from controller.adapters.http import HttpProbe
@@ -48,4 +49,5 @@ def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *,
         codedeploy=CodeDeployDeployments(session=session, credentials=credentials),
         loadbalancer=ListenerTraffic(session=session, credentials=credentials),
         http=HttpProbe(denied=settings.health_check_deny),
+        ecs_deployments=EcsServiceDeployments(session=session, credentials=credentials),
     )

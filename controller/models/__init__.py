@@ -30,6 +30,7 @@ from controller.models.resource import (
     PandaDeploy,
     describe_validation_error,
 )
+from controller.models.rollout import CanarySteps, LinearSteps, Promotion, Rollout, RolloutLoadBalancer, Strategy
 from controller.models.spec import (
     Aws,
     BlueGreen,
@@ -42,7 +43,6 @@ from controller.models.spec import (
     LoadBalancer,
     Networking,
     PandaDeploySpec,
-    Promotion,
     SecretKeyRef,
     SecretRef,
     Source,
@@ -72,6 +72,11 @@ __all__ = [
     'API_VERSION',
     'Aws',
     'BlueGreen',
+    'CanarySteps',
+    'LinearSteps',
+    'Rollout',
+    'RolloutLoadBalancer',
+    'Strategy',
     'CodeDeploy',
     'Condition',
     'describe_validation_error',

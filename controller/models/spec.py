@@ -1,7 +1,6 @@
 """The PandaDeploy spec: what a platform team asks for (`kubectl explain pd.spec`)."""
 from __future__ import annotations
 
-import enum
 import re
 from typing import Annotated, Literal
 
@@ -23,6 +22,7 @@ from controller.models.base import (
     _TEXT,
     Model,
 )
+from controller.models.rollout import Promotion, Rollout, Strategy
 
 
 class SecretKeyRef(Model):
@@ -180,11 +180,6 @@ class LoadBalancer(Model):
     """Second target group of the pair ("green")."""
 
 
-class Promotion(str, enum.Enum):
-    auto = 'auto'
-    manual = 'manual'
-
-
 class BlueGreen(Model):
     """The Blue/Green switch."""
     code_deploy: CodeDeploy = CodeDeploy()
@@ -265,8 +260,10 @@ class PandaDeploySpec(Model):
     """Target ECR repository."""
     ecs: Ecs = Ecs()
     """Target ECS service."""
+    rollout: Rollout | None = None
+    """How a new revision reaches production: ECS's own BlueGreen (default), Canary or Linear, or CodeDeploy. Absent: CodeDeploy through spec.blueGreen, as before spec.rollout existed."""
     blue_green: BlueGreen = BlueGreen()
-    """CodeDeploy Blue/Green switch."""
+    """CodeDeploy Blue/Green switch (the CodeDeploy strategy); not allowed with an ECS strategy."""
     health_check: HealthCheck = HealthCheck()
     """Health checks gating the traffic switch."""
     timeouts: Timeouts = Timeouts()
@@ -288,6 +285,48 @@ class PandaDeploySpec(Model):
                                  f'is not a valid ECR repository name ({low}-{high} lowercase letters and digits, '
                                  "separated by single '.', '_', '-' or '/'); set spec.image.repository")
         return self
+
+    @model_validator(mode='after')
+    def _one_rollout(self) -> PandaDeploySpec:
+        """The sub-objects that fit the strategy, and promotion said in one place."""
+        rollout = self.rollout
+        if rollout is None:
+            return self
+        strategy = rollout.strategy
+        if strategy.ecs_native:
+            if 'blue_green' in self.model_fields_set:
+                raise ValueError(f'spec.blueGreen configures the CodeDeploy strategy; with spec.rollout.strategy '
+                                 f'{strategy.value} remove it (or set spec.rollout.strategy: CodeDeploy)')
+            if rollout.load_balancer is None:
+                raise ValueError(f'spec.rollout.loadBalancer is required for strategy {strategy.value}: the target '
+                                 'groups, listener rules and role ECS moves traffic with')
+        elif rollout.load_balancer is not None:
+            raise ValueError('spec.rollout.loadBalancer is for the ECS strategies; CodeDeploy reads its load '
+                             'balancer from spec.blueGreen.loadBalancer or the deployment group')
+        for field, owner in (('canary', Strategy.canary), ('linear', Strategy.linear)):
+            if getattr(rollout, field) is not None and strategy != owner:
+                raise ValueError(f'spec.rollout.{field} is only for strategy {owner.value}, not {strategy.value}')
+        if rollout.promotion is not None and 'blue_green' in self.model_fields_set:
+            raise ValueError('set promotion in one place: spec.blueGreen.promotion with spec.blueGreen '
+                             '(remove spec.rollout.promotion)')
+        return self
+
+    @property
+    def strategy(self) -> Strategy:
+        """The rollout strategy: spec.rollout.strategy, or CodeDeploy for a manifest without spec.rollout."""
+        return self.rollout.strategy if self.rollout is not None else Strategy.code_deploy
+
+    @property
+    def ecs_native(self) -> bool:
+        """ECS deploys (BlueGreen, Canary, Linear), not CodeDeploy."""
+        return self.strategy.ecs_native
+
+    @property
+    def promotion(self) -> Promotion:
+        """auto or manual: spec.rollout.promotion, else spec.blueGreen.promotion."""
+        if self.rollout is not None and self.rollout.promotion is not None:
+            return self.rollout.promotion
+        return self.blue_green.promotion
 
     @property
     def repository_name(self) -> str:

@@ -175,6 +175,8 @@ class PandaDeployStatus(Model):
     """Registered ECS task definition."""
     code_deploy_deployment_id: str | None = None
     """CodeDeploy deployment of this run."""
+    service_deployment_arn: str | None = None
+    """ECS service deployment of this run (strategies BlueGreen, Canary, Linear)."""
     health_check: HealthCheckStatus | None = None
     """Results of the health checks of green."""
     promotion: str | None = None

@@ -1,5 +1,12 @@
 """Stage 4, BlueGreen: start one CodeDeploy ECS deployment for the run and wait for green.
 
+With an ECS strategy (spec.rollout BlueGreen, Canary, Linear) stage 3's
+UpdateService already started ECS's own service deployment: this stage follows
+its lifecycle stages until it waits at the operator's PAUSE hook
+(POST_TEST_TRAFFIC_SHIFT: the test listener serves the new revision), and
+ends the run with ECS's words if it ends first (a circuit breaker, another
+deployment replacing it).
+
 The deployment id is recorded the moment it exists; a resumed run polls the
 recorded deployment (or finds the one started for this run) and never starts
 a second. The stage ends when CodeDeploy reports the replacement task set
@@ -10,33 +17,12 @@ the stage is skipped.
 """
 from __future__ import annotations
 
-import dataclasses
-
-from controller.adapters import DeploymentState
 from controller.errors import Reason, StageFailed
 from controller.models import StageName
+from controller.pipeline.rollouts import ecs_state, outcome_failure, report_lifecycle, short
 from controller.pipeline.stage import Done, StageContext, Wait
 
 POLL_SECONDS = 5.0
-
-
-@dataclasses.dataclass
-class ReportedLifecycle:
-    """The lifecycle events (name, status) already published for the run; shared by stages 4 and 5."""
-    seen: set[tuple[str, str]] = dataclasses.field(default_factory=set)
-
-
-_REPORTED = 'lifecycle'  # the key of ReportedLifecycle in the run's scratch
-
-
-def report_lifecycle(ctx: StageContext, state: DeploymentState) -> None:
-    """Publish each lifecycle event of the deployment target once, as it happens (stages 4 and 5)."""
-    reported = ctx.run.scratch.setdefault(_REPORTED, ReportedLifecycle())
-    assert isinstance(reported, ReportedLifecycle)
-    for event in state.events:
-        if (event.name, event.status) not in reported.seen and event.started:
-            reported.seen.add((event.name, event.status))
-            ctx.progress(f'Lifecycle {event.name}: {event.status}')
 
 
 class BlueGreen:
@@ -44,6 +30,8 @@ class BlueGreen:
     poll_seconds = POLL_SECONDS
 
     def run(self, ctx: StageContext) -> Done | Wait:
+        if ctx.spec.ecs_native:
+            return self._ecs(ctx)
         deployment_id = ctx.status.code_deploy_deployment_id
         if not deployment_id:
             found = self._find_or_start(ctx)
@@ -60,6 +48,36 @@ class BlueGreen:
         if state.replacement_ready:
             return Done(f'Green task set ready (CodeDeploy deployment {deployment_id})')
         return Wait(self.poll_seconds)
+
+    def _ecs(self, ctx: StageContext) -> Done | Wait:
+        """ECS's own deployment (started by stage 3): followed through its lifecycle stages until it waits at
+        the operator's PAUSE hook, where the test listener serves the new revision."""
+        arn = ctx.status.service_deployment_arn or self._find_ecs(ctx)
+        if isinstance(arn, Done):
+            return arn
+        state = ecs_state(ctx, arn)
+        if state.ended and not state.succeeded:
+            raise outcome_failure(ctx, state)
+        if state.paused_hook:
+            return Done(f'New revision on the test listener; service deployment {short(arn)} waits at the '
+                        f'PAUSE hook ({state.lifecycle_stage})')
+        if state.ended or state.past_gate:
+            return Done(f'Service deployment {short(arn)} already past the PAUSE hook ({state.status})')
+        return Wait(self.poll_seconds)
+
+    @staticmethod
+    def _find_ecs(ctx: StageContext) -> str | Done:
+        """The run's service deployment when stage 3's record of it was lost (found by the task definition), or
+        Done(skipped) when stage 3 deployed nothing (the service already runs the task definition)."""
+        arn = ctx.status.task_definition_arn
+        assert arn, 'Service records the task definition before BlueGreen runs'
+        found = ctx.adapters.ecs_deployments.find_deployment(spec=ctx.spec, task_definition_arn=arn,
+                                                             since=ctx.status.started_at)
+        if found is None:
+            return Done(f'ECS service {ctx.spec.ecs.service} already runs {arn.rsplit("/", 1)[-1]}; '
+                        'no deployment needed', skipped=True)
+        ctx.record(service_deployment_arn=found)
+        return found
 
     @staticmethod
     def _find_or_start(ctx: StageContext) -> str | Done:

@@ -15,7 +15,9 @@ A stage's start, held by the recorder until something else is written, is
 saved once the stage has run for `SHOW_RUNNING_AFTER` seconds.
 
 Nothing is left open: a run that ends (failed, timed out, crashed, superseded
-or deleted) in stage 4 or 5 stops its CodeDeploy deployment with rollback
+or deleted) in stage 4 or 5 (3 to 5 with an ECS strategy, whose service
+deployment stage 3 starts) stops its CodeDeploy deployment or ECS service
+deployment with rollback
 (found by the run's id when it was being created as the run ended), so the
 next run is not refused with DeploymentLimitExceeded. Only a run that is
 merely interrupted (operator shutdown, or a status that cannot be written:
@@ -46,6 +48,9 @@ SHOW_RUNNING_AFTER = 1.0  # seconds a stage runs before its start is saved (if n
 STAGE_REASONS = {StageName.build: Reason.BUILD_FAILED, StageName.push: Reason.PUSH_FAILED,
                  StageName.service: Reason.SERVICE_UPDATE_FAILED, StageName.blue_green: Reason.BLUE_GREEN_FAILED,
                  StageName.verify: Reason.BLUE_GREEN_FAILED}
+# The stages a run may end in with its deployment open: CodeDeploy's starts in stage 4, ECS's own in stage 3.
+_OPENING_STAGES = {False: (StageName.blue_green, StageName.verify),
+                   True: (StageName.service, StageName.blue_green, StageName.verify)}
 CALL_WAIT_SECONDS = 30.0  # a run ending in stage 4 waits this long for its CodeDeploy call in flight
 STOP_SECONDS = 60.0  # and this long to find and stop its deployment
 
@@ -217,9 +222,10 @@ class Engine:
         """A run that ends in stage 4 or 5 stops its open CodeDeploy deployment with rollback, so traffic stays
         where it was and the next run is not refused (DeploymentLimitExceeded). Best effort, bounded in time:
         the deployment's own ready wait still ends it."""
-        if stage not in (StageName.blue_green, StageName.verify):
+        if stage not in _OPENING_STAGES[run.spec.ecs_native]:
             return
-        if stage == StageName.verify and not run.status.code_deploy_deployment_id:
+        if stage == StageName.verify and not (run.status.code_deploy_deployment_id
+                                              or run.status.service_deployment_arn):
             return  # no deployment (a first rollout, an unchanged image): production was checked
         try:
             await asyncio.shield(self._stop_open_deployment(run, adapters, stage, call))
@@ -230,12 +236,15 @@ class Engine:
     async def _stop_open_deployment(self, run: Run, adapters: RunAdapters, stage: StageName, call: StageCall) -> None:
         if call.future is not None and not call.future.done():  # e.g. CreateDeployment in flight: let it answer
             await asyncio.wait({asyncio.wrap_future(call.future)}, timeout=CALL_WAIT_SECONDS)
-        find = stage == StageName.blue_green  # only stage 4 creates one; its id may not have reached status
-        stop = functools.partial(_stop_if_open, run, adapters, find=find)
+        # Only the stage that starts one (4 for CodeDeploy, 3 for ECS) may end before its id reached status.
+        find = stage != StageName.verify
+        stop = functools.partial(_stop_ecs_if_open if run.spec.ecs_native else _stop_if_open, run, adapters,
+                                 find=find)
         loop = asyncio.get_running_loop()
         stopped = await asyncio.wait_for(loop.run_in_executor(self.pool, stop), timeout=STOP_SECONDS)
         if stopped:
-            run.recorder.progress(f'CodeDeploy deployment {stopped} stopped with rollback')
+            kind = 'Service' if run.spec.ecs_native else 'CodeDeploy'
+            run.recorder.progress(f'{kind} deployment {stopped} stopped with rollback')
 
     async def _run_stage(self, stage: Stage, ctx: StageContext, record: StageRecord, call: StageCall) -> Done:
         """Call the stage until it is done: waits polled at their pace, transient errors retried with backoff."""
@@ -338,6 +347,27 @@ def _stop_if_open(run: Run, adapters: RunAdapters, *, find: bool) -> str | None:
         return None
     codedeploy.stop_deployment(deployment_id, rollback=True)
     return deployment_id
+
+
+def _stop_ecs_if_open(run: Run, adapters: RunAdapters, *, find: bool) -> str | None:
+    """Stop the run's ECS service deployment with rollback when it is open (in the worker pool); its ARN, or None.
+    `find`: look it up by the run's task definition when status does not have it (stages 3 and 4)."""
+    deployments = adapters().ecs_deployments
+    status = run.status
+    arn = status.service_deployment_arn
+    if not arn and find and status.task_definition_arn:
+        arn = deployments.find_deployment(spec=run.spec, task_definition_arn=status.task_definition_arn,
+                                          since=status.started_at)
+    if not arn:
+        return None
+    state = deployments.get(arn)
+    if not state.open:  # ended already (rolled back at the gate, or done), or its rollback is under way
+        return None
+    if state.paused_hook:
+        deployments.continue_deployment(arn, hook_id=state.paused_hook, rollback=True)
+    else:
+        deployments.stop(arn)
+    return arn
 
 
 def _epoch(moment: datetime.datetime | None, default: float) -> float:

@@ -1,5 +1,11 @@
 """Stage 3, Service: register the task definition, create the ECS service when missing.
 
+With an ECS strategy (spec.rollout BlueGreen, Canary, Linear) the service
+deploys itself: it is created with the strategy, the load balancer's
+advancedConfiguration and the operator's PAUSE hook, or updated to the new
+task definition, and either starts the run's service deployment
+(`_ecs_rollout`). The rest of this docstring is about CodeDeploy.
+
 An existing service is not updated here: a CodeDeploy-controlled service
 refuses UpdateService with a task definition, so the new revision rolls out
 through stage 4.
@@ -64,6 +70,8 @@ class Service:
         image = ctx.status.image
         assert image is not None, 'Push records the image before Service runs'
         arn, registered = ecs.register_task_definition(task_definition(spec, image_uri=pinned_image(image)))
+        if spec.ecs_native:
+            return _ecs_rollout(ctx, arn, registered=registered)
         if registered:  # a new revision: saved before the service may be created with it
             ctx.record(task_definition_arn=arn)
         ctx.progress(('Task definition registered: ' if registered else 'Task definition unchanged: ') + arn)
@@ -75,3 +83,25 @@ class Service:
             return Done(f'Service {state.service} found; task definition {revision} unchanged', skipped=True,
                         record={'task_definition_arn': arn})
         return Done(f'Service {state.service} {verb}; task definition {revision}', record={'task_definition_arn': arn})
+
+
+def _ecs_rollout(ctx: StageContext, arn: str, *, registered: bool) -> Done:
+    """ECS's own deployment: the service created with the strategy and the operator's PAUSE hook, or updated to
+    the task definition; either starts a service deployment, whose ARN is saved with the stage's end (nothing
+    happens between: the run's one write for both ids). A restarted stage finds the deployment it started."""
+    revision = arn.rsplit('/', 1)[-1]
+    ctx.progress(('Task definition registered: ' if registered else 'Task definition unchanged: ') + arn)
+    rollout = ctx.adapters.ecs_deployments.deploy(spec=ctx.spec, task_definition_arn=arn,
+                                                  since=ctx.status.started_at)
+    verb = 'created' if rollout.created else 'updated' if rollout.started else 'found'
+    ctx.progress(f'ECS service {rollout.service} {verb} in cluster {rollout.cluster} '
+                 f'({ctx.spec.strategy.value}, PAUSE hook at POST_TEST_TRAFFIC_SHIFT)')
+    record: dict[str, Any] = {'task_definition_arn': arn}
+    if rollout.deployment_arn:
+        record['service_deployment_arn'] = rollout.deployment_arn
+        ctx.progress(f'Service deployment {rollout.deployment_arn.rsplit("/", 1)[-1]} '
+                     f'{"started" if rollout.started else "found"}')
+    if not registered and rollout.deployment_arn is None:
+        return Done(f'Service {rollout.service} found; task definition {revision} unchanged', skipped=True,
+                    record=record)
+    return Done(f'Service {rollout.service} {verb}; task definition {revision}', record=record)

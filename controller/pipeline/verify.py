@@ -16,6 +16,11 @@ the checks when the newest run in `status.history` succeeded with the same
 image: that image passed them then, and no traffic is to move now. After a
 failed or superseded run, the checks run again.
 
+With an ECS strategy the deployment is ECS's own service deployment, held
+at the operator's PAUSE hook while the checks run; after `CONTINUE` the
+checks go on through each canary or linear step and the bake, and the stage
+ends only when ECS says how the deployment ended (`rollouts.EcsGate`).
+
 Between polls the stage keeps its progress in one `CheckProgress` (in the
 stage's in-memory scratch): it is lost on restart, which only means the
 checks run again. Each poll walks the same named steps in order; a step
@@ -38,8 +43,8 @@ from controller.models import (
     StageName,
     StageResult,
 )
-from controller.pipeline.bluegreen import report_lifecycle
 from controller.pipeline.recorder import DEPLOYMENT_ID
+from controller.pipeline.rollouts import Gate, open_gate
 from controller.pipeline.stage import Done, StageContext, Wait
 
 POLL_SECONDS = 5.0
@@ -86,48 +91,45 @@ class Verify:
     poll_seconds = POLL_SECONDS
 
     def run(self, ctx: StageContext) -> Done | Wait:
-        deployment_id = ctx.status.code_deploy_deployment_id
+        gate = open_gate(ctx)
         progress = _progress(ctx)
-        if not deployment_id and progress is None and (verified := verified_before(ctx)) is not None:
+        if gate is None and progress is None and (verified := verified_before(ctx)) is not None:
             return Done(f'Nothing deployed by this run; image {verified.image_uri} passed its checks in run '
                         f'{verified.deployment_id}', skipped=True)
         if progress is None or not progress.continued:
-            if deployment_id and (shifted := self._shifted_before(ctx, deployment_id)) is not None:
-                return shifted
+            moved = gate.moved(ctx) if gate is not None else False
+            if isinstance(moved, Done):
+                return moved
             if progress is None:
-                progress = self._start_checks(ctx, deployment_id)
-            outcome = self._check(ctx, progress, deployment_id)
-            if outcome is not None:
-                return outcome
-        assert deployment_id
-        return self._await_shift(ctx, deployment_id)
+                progress = self._start_checks(ctx, gate)
+            if moved:  # resumed while production moves: no gate left to keep, follow it to its end
+                progress.continued = True
+            else:
+                outcome = self._check(ctx, progress, gate)
+                if outcome is not None:
+                    return outcome
+        assert gate is not None
+        return gate.follow(ctx, progress, poll=self.poll_seconds)
 
     # -- the steps, in the order a poll takes them ---------------------------------------
 
     @staticmethod
-    def _shifted_before(ctx: StageContext, deployment_id: str) -> Done | None:
-        """Resumed after traffic already moved (an operator restart mid-shift): nothing left to check."""
-        if ctx.adapters.codedeploy.get_deployment(deployment_id).traffic_moved:
-            return Done(f'Traffic switched (deployment {deployment_id})')
-        return None
-
-    @staticmethod
-    def _start_checks(ctx: StageContext, deployment_id: str | None) -> CheckProgress:
+    def _start_checks(ctx: StageContext, gate: Gate | None) -> CheckProgress:
         """The URL to check, kept for the stage's later polls."""
         check = ctx.spec.health_check
         traffic = ctx.adapters.loadbalancer.traffic(spec=ctx.spec)
         # With a deployment, the replacement sits behind the colour not serving production (the
         # test listener); without one (a new service, an unchanged image) production is checked.
-        base = traffic.standby_url if deployment_id else traffic.active_url
+        base = traffic.standby_url if gate is not None else traffic.active_url
         if not check.url and not base:
-            raise _nothing_to_check(deployment_id)
+            raise _nothing_to_check(ctx, gate)
         progress = CheckProgress(url=check.url or (base or '').rstrip('/') + check.path)
         ctx.scratch[_PROGRESS] = progress
         return progress
 
-    def _check(self, ctx: StageContext, progress: CheckProgress, deployment_id: str | None) -> Done | Wait | None:
+    def _check(self, ctx: StageContext, progress: CheckProgress, gate: Gate | None) -> Done | Wait | None:
         """The checks up to their verdict; None once traffic shift started."""
-        if not deployment_id and not progress.answering:
+        if gate is None and not progress.answering:
             waiting = self._wait_for_first_answer(ctx, progress)
             if waiting is not None:
                 return waiting
@@ -136,14 +138,14 @@ class Verify:
             if more is not None:
                 return more
         summary = progress.summary(ctx.spec.health_check.checks)
-        if deployment_id or summary.failed:  # saved before the deployment is stopped or continued
+        if gate is not None or summary.failed:  # saved before the deployment is stopped or continued
             ctx.record(health_check=summary)
         if summary.failed:
-            self._roll_back(ctx, progress, summary, deployment_id)
-        if not deployment_id:
+            self._roll_back(ctx, progress, summary, gate)
+        if gate is None:
             return Done(f'{summary.total}/{summary.total} checks passed on {progress.url}; no traffic to shift',
                         record={'health_check': summary})
-        return self._promote(ctx, progress, summary, deployment_id)
+        return self._promote(ctx, progress, summary, gate)
 
     def _wait_for_first_answer(self, ctx: StageContext, progress: CheckProgress) -> Wait | None:
         """A service created just now answers only once its tasks run and its targets are healthy (the
@@ -178,19 +180,19 @@ class Verify:
 
     @staticmethod
     def _roll_back(ctx: StageContext, progress: CheckProgress, summary: HealthCheckStatus,
-                   deployment_id: str | None) -> NoReturn:
+                   gate: Gate | None) -> NoReturn:
         """A check failed: stop the deployment with rollback (traffic stays put) and fail the stage."""
-        if deployment_id:
-            ctx.adapters.codedeploy.stop_deployment(deployment_id, rollback=True)
+        if gate is not None:
+            gate.stop(ctx)
             ctx.progress('Deployment stopped and rolled back; traffic stays where it was')
         raise HealthCheckFailed(url=progress.url, failed=summary.failed, total=summary.total,
                                 detail=progress.errors[0])
 
     def _promote(self, ctx: StageContext, progress: CheckProgress, summary: HealthCheckStatus,
-                 deployment_id: str) -> Wait | None:
+                 gate: Gate) -> Wait | None:
         """All checks passed: wait for a manual promotion if the spec asks for one, then continue the
         deployment (None: the shift started)."""
-        if ctx.spec.blue_green.promotion == Promotion.manual:
+        if ctx.spec.promotion == Promotion.manual:
             waiting = awaiting_promotion(ctx.approval(), ctx.status.deployment_id or '', summary)
             if waiting is not None:
                 if waiting != ctx.status.promotion:  # news once: written when what it says changes, not per poll
@@ -198,40 +200,27 @@ class Verify:
                     ctx.progress(f'Waiting for promotion: {waiting}')
                 return Wait(self.poll_seconds)
             ctx.progress(f'Promoted by {PROMOTE_ANNOTATION}={ctx.status.deployment_id}')
-        ctx.adapters.codedeploy.continue_deployment(deployment_id)
+        gate.promote(ctx)
         progress.continued = True
         ctx.progress('Traffic shift started')
         if ctx.status.promotion:
             ctx.record(promotion=None)
         return None
 
-    def _await_shift(self, ctx: StageContext, deployment_id: str) -> Done | Wait:
-        """Poll CodeDeploy until production traffic moved; a failed or stopped deployment fails the stage."""
-        state = ctx.adapters.codedeploy.get_deployment(deployment_id)
-        report_lifecycle(ctx, state)
-        if state.failed:
-            raise StageFailed(f'CodeDeploy deployment {deployment_id} {state.status} while shifting traffic'
-                              + (f': {state.error}' if state.error else ''), reason=Reason.BLUE_GREEN_FAILED)
-        if not state.traffic_moved:
-            return Wait(self.poll_seconds)
-        colour = ctx.adapters.loadbalancer.traffic(spec=ctx.spec).active_color
-        ctx.progress(f'Traffic switched to {colour}')
-        return Done(f'Traffic switched to {colour} (deployment {deployment_id})')
-
 
 def probe_once(ctx: StageContext, url: str) -> Probe:
     """One GET of the health-check URL; a URL the operator may not reach ends the stage (`refuse_denied`)."""
     probe = ctx.adapters.http.get(url, timeout=ctx.spec.health_check.timeout_seconds)
-    return refuse_denied(ctx, probe, url, ctx.status.code_deploy_deployment_id)
+    return refuse_denied(ctx, probe, url, open_gate(ctx))
 
 
-def refuse_denied(ctx: StageContext, probe: Probe, url: str, deployment_id: str | None) -> Probe:
+def refuse_denied(ctx: StageContext, probe: Probe, url: str, gate: Gate | None) -> Probe:
     """A URL the operator never connects to (PANDA_DEPLOY_HEALTH_CHECK_DENY) ends the run at once, with an open
     deployment stopped and rolled back: no retry or wait can change the answer. Any other probe goes on."""
     if not probe.denied:
         return probe
-    if deployment_id:
-        ctx.adapters.codedeploy.stop_deployment(deployment_id, rollback=True)
+    if gate is not None:
+        gate.stop(ctx)
         ctx.progress('Deployment stopped and rolled back; traffic stays where it was')
     raise StageFailed(f'Health check URL {url} is not allowed: {probe.error}',
                       reason=Reason.HEALTH_CHECK_URL_NOT_ALLOWED)
@@ -251,9 +240,11 @@ def awaiting_promotion(approval: str | None, run_id: str, summary: HealthCheckSt
     return f'{checks}; {named}; annotate with {run_id} to shift traffic'
 
 
-def _nothing_to_check(deployment_id: str | None) -> StageFailed:
+def _nothing_to_check(ctx: StageContext, gate: Gate | None) -> StageFailed:
     """No URL to check: the spec names none and the load balancer has no listener for the colour to check."""
-    if deployment_id:
+    if gate is not None and ctx.spec.ecs_native:
+        missing = 'spec.rollout.loadBalancer names no test listener rule (testListenerRuleArn)'
+    elif gate is not None:
         missing = ('the deployment group has no test listener to reach the replacement task set '
                    '(spec.blueGreen.loadBalancer.testListenerArn, or the group\'s testTrafficRoute)')
     else:
