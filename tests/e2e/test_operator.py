@@ -97,7 +97,9 @@ def test_a_failure_in_stage_3_ends_failed_with_a_warning(cluster: Cluster, opera
     ready = cluster.condition('app', 'Ready')
     assert (ready['status'], ready['reason']) == ('False', 'ServiceUpdateFailed')
     assert 'panda-service' in ready['message'] and 'panda-cluster' in ready['message']
-    warning = cluster.events('app')[-1]
+    # The final Event follows the final status write: wait for it.
+    warning = wait_for(lambda: (e := cluster.events('app')[-1])['reason'] == 'ServiceUpdateFailed' and e,
+                       timeout=10, what='the ServiceUpdateFailed Event')
     assert (warning['type'], warning['reason']) == ('Warning', 'ServiceUpdateFailed')
     text = operator.metrics()
     assert metric(text, 'panda_deploy_stage_failures_total', stage='Service', reason='ServiceUpdateFailed') == 1
@@ -169,7 +171,8 @@ def test_a_stage_over_its_timeout_fails_with_stage_timeout(cluster: Cluster, ope
     ready = cluster.condition('app', 'Ready')
     assert ready['reason'] == 'StageTimeout'
     assert re.fullmatch(r'Stage 1 \(Build\) timed out after [23] seconds \(timeout: 2 seconds\)', ready['message'])
-    assert cluster.events('app')[-1]['reason'] == 'StageTimeout'
+    # The run's final Event follows its final status write (the status is saved first), so wait for it.
+    wait_for(lambda: cluster.events('app')[-1]['reason'] == 'StageTimeout', timeout=10, what='the StageTimeout Event')
 
 
 def test_a_missing_secret_stalls_and_recovers_once_created(cluster: Cluster, operator: Operator):

@@ -23,7 +23,7 @@ import botocore.exceptions
 import docker
 import pytest
 
-from controller.adapters import RegistryAuth, wiring
+from controller.adapters import AdapterSettings, RegistryAuth, wiring
 from controller.adapters.aws import aws_error, client, session_for
 from controller.adapters.codedeploy import CodeDeployDeployments
 from controller.adapters.docker import DockerEngine
@@ -324,7 +324,7 @@ def test_push_to_sandbox_registry_is_found_in_ecr_with_the_same_digest(
     (PANDA_DEPLOY_REGISTRY), manifest recorded in ECR, find_image answers the registry's digest."""
     spec = PandaDeploySpec.model_validate({'source': {'url': 'file:///src/app.git'}, 'aws': {'region': REGION},
                                            'image': {'repository': name}})
-    adapters = wiring.make_adapters(spec, aws_keys(), registry=registry)
+    adapters = wiring.make_adapters(spec, aws_keys(), settings=AdapterSettings(registry=registry))
     assert isinstance(adapters.docker, PushRecorder)
     assert isinstance(adapters.registry, PlainRegistry)
     context = context_dir(tmp_path / 'ctx', {'Dockerfile': f'FROM panda-test-base:latest\nLABEL run={name}\n'})

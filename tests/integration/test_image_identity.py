@@ -27,7 +27,7 @@ import boto3.session
 import pytest
 import yaml
 
-from controller.adapters import wiring
+from controller.adapters import AdapterSettings, wiring
 from controller.adapters.ecr import EcrRegistry
 from controller.credentials import AwsKeys, Credentials
 from controller.errors import Reason, StageFailed
@@ -227,7 +227,8 @@ def test_a_re_push_of_a_recorded_tag_is_accepted_and_another_image_under_it_is_r
     spec = PandaDeploySpec.model_validate({'source': {'url': 'file:///src/app.git'}, 'aws': {'region': REGION},
                                            'image': {'repository': name}})
     adapters = wiring.make_adapters(spec, Credentials(aws=AwsKeys(access_key_id='AKIDIDENTITY',
-                                                                  secret_access_key=SECRET_KEY)), registry=registry)
+                                                                  secret_access_key=SECRET_KEY)),
+                                    settings=AdapterSettings(registry=registry))
     for version in ('1', '2'):
         (tmp_path / version).mkdir()
         (tmp_path / version / 'Dockerfile').write_text(f'FROM {base_image}\nLABEL version={version}\n')
