@@ -410,6 +410,20 @@ def test_sample_is_accepted(schema: dict[str, Any]) -> None:
     assert spec.health_check.path == '/health' and spec.health_check.checks == 5
 
 
+def test_the_canary_example_is_accepted_and_means_ecs_canary(schema: dict[str, Any]) -> None:
+    from controller.sandbox.schema import apply_defaults, prune, validate
+
+    sample = load(ROOT / 'examples' / 'canary.yaml')
+    pruned, errors = prune(schema, sample, strict=True)
+    assert list(errors) == [] and pruned == sample
+    assert list(validate(schema, sample)) == []
+    defaulted = apply_defaults(schema, sample)
+    assert list(validate(schema, defaulted)) == []
+    spec = PandaDeploySpec.model_validate(defaulted['spec'])
+    assert spec.rollout is not None and spec.rollout.strategy.value == 'Canary'
+    assert spec.rollout.canary is not None and (spec.rollout.canary.percent, spec.rollout.canary.bake_minutes) == (10, 5)
+
+
 def test_sample_secrets_match_the_sample_and_are_placeholders() -> None:
     sample = load(EXAMPLE)['spec']
     secrets = {s['metadata']['name']: s for s in yaml.safe_load_all(SECRETS.read_text())}
