@@ -1,6 +1,7 @@
 """The background thread that moves a simulator's time on: ``tick`` every ``Timings.tick_seconds``."""
 from __future__ import annotations
 
+import abc
 import logging
 import threading
 import time
@@ -55,7 +56,7 @@ class Advancing(Protocol):
     def clear(self) -> None: ...
 
 
-class ClockedSimulator:
+class ClockedSimulator(abc.ABC):
     """What the simulators share: the lock, and a clock that advances every deployment and runs due callbacks."""
 
     def __init__(self, *, name: str, timings: Timings, state: Advancing) -> None:
@@ -87,6 +88,6 @@ class ClockedSimulator:
         for call in calls:
             call.run()
 
+    @abc.abstractmethod
     def advance(self, d: Any, *, now: float) -> None:
         """Resume one deployment's process as long as what it waits for has happened by ``now``."""
-        raise NotImplementedError
