@@ -195,6 +195,9 @@ class ProgressPrinter:
         self._run.checks += 1
         line = (f'[Stage 5] HealthCheck in progress - Check {self._run.checks}/{self.checks_total} '
                 f'(listener :{listener_port} -> {colour}, HTTP {status})')
+        if self._run.health:  # the checks' verdict is in: an ECS rollout is checked on while production moves
+            line = (f'[Stage 5] Check while production moves (listener :{listener_port} -> {colour}, '
+                    f'HTTP {status})')
         if self._run.verifying:
             self._print(line)
         else:

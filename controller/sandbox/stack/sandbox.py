@@ -74,14 +74,14 @@ class Sandbox:
 
 
 def start_sandbox(stack: contextlib.ExitStack, client: docker.DockerClient, printer: ProgressPrinter, *,
-                  operator_env: dict[str, str] | None = None) -> Sandbox:
+                  operator_env: dict[str, str] | None = None, timings: Timings = FAST) -> Sandbox:
     """Start every stand-in and the operator; each is stopped when `stack` closes.
 
-    `operator_env` is added to the operator's environment."""
+    `operator_env` is added to the operator's environment; `timings` set how fast the AWS sandbox's time moves."""
     temp = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix='panda-demo-')))
     base_image, registry = start_registry(stack, client, printer, temp)
     tasks = start_tasks(stack, client, registry, printer)
-    aws = start_aws(stack, tasks, printer)
+    aws = start_aws(stack, tasks, printer, timings=timings)
     clients = sandbox_clients(aws.url)
     world = create_aws_world(clients, cluster='sample-cluster', service=NAME)
     printer.note(f'[sandbox] AWS world: cluster {world.cluster}, load balancer {world.dns_name}, target groups '
