@@ -29,7 +29,7 @@ from controller.sandbox.stack.native_manifests import STAGE_MINUTES
 from controller.sandbox.stack.sandbox import FAST, Sandbox
 from controller.sandbox.summary import ready_condition
 
-MINUTE_SECONDS = 5.0  # one simulated AWS minute (bakes, hook timeouts) lasts this long in the demo
+MINUTE_SECONDS = 10.0  # one simulated AWS minute (bakes, hook timeouts) lasts this long in the demo
 TIMINGS = dataclasses.replace(FAST, minute_seconds=MINUTE_SECONDS)
 CANARY_PERCENT, CANARY_MINUTES = 10, 1
 REQUESTS = 100  # sent to production while the canary step holds
