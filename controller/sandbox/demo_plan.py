@@ -23,7 +23,7 @@ import urllib.request
 from typing import Any
 
 from controller.models import GROUP, PLURAL, VERSION
-from controller.sandbox.stack.canary_split import await_weights, count_answers, weights
+from controller.sandbox.stack.canary_split import PAGE_LIMIT, await_weights, count_answers, weights
 from controller.sandbox.stack.manifests import NAME, NAMESPACE
 from controller.sandbox.stack.native_manifests import STAGE_MINUTES
 from controller.sandbox.stack.sandbox import FAST, Sandbox
@@ -97,7 +97,8 @@ def read_production(sandbox: Sandbox) -> Production:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({'http': sandbox.proxy_url}))
     try:
         with opener.open(url, timeout=10) as response:
-            page, status, headers = response.read().decode(errors='replace'), response.status, response.headers
+            page, status = response.read(PAGE_LIMIT).decode(errors='replace'), response.status
+            headers = response.headers
     except urllib.error.HTTPError as exc:
         raise DemoFailed(f'production {url} answered HTTP {exc.code}') from exc
     heading = re.search(r'<h1>(.*?)</h1>', page)

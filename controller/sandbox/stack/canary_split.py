@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 WORKERS = 4  # requests in flight at once: the step holds for a few seconds only
+PAGE_LIMIT = 64 * 1024  # bytes of an answer read (the sample's page is a few hundred)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +63,7 @@ def count_answers(*, proxy_url: str, url: str, requests: int) -> collections.Cou
     def one(_: int) -> Answerer:
         try:
             with opener.open(url, timeout=10) as response:
-                response.read()
+                response.read(PAGE_LIMIT)
                 return Answerer(str(response.headers.get('X-Panda-Demo-Target', '?')),
                                 str(response.headers.get('X-Panda-Demo-Task-Definition', '?')))
         except urllib.error.HTTPError as exc:
