@@ -87,11 +87,10 @@ def bump(sandbox: Sandbox, rollout: Rollout) -> None:
     """A new commit, pinned with spec.source.revision (and the rollout's strategy): a new generation and run."""
     if rollout.broken:  # the app no longer serves /health: every check gets a 404
         (sandbox.repository.work / 'www' / 'health').unlink()
-    sha, subject = sandbox.repository.commit(rollout.version)
+    sha, subject = sandbox.repository.commit(rollout.version, change='broken: no /health' if rollout.broken else '')
     patch: dict[str, Any] = {'spec': {'source': {'branch': None, 'revision': sha}, 'rollout': rollout.rollout}}
     found = sandbox.custom.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, NAME, patch)
     generation = found['metadata']['generation']
-    subject += ' (broken: no /health)' if rollout.broken else ''
     sandbox.printer.note(f'\n== Rollout {rollout.version}/{ROLLOUTS}: commit {sha[:7]} "{subject}" pinned with '
                          f'spec.source.revision, strategy {rollout.strategy} (generation {generation}): '
                          f'{rollout.shows} ==')

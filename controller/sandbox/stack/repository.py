@@ -28,11 +28,12 @@ class SampleRepository:
     def url(self) -> str:
         return self.bare.as_uri()
 
-    def commit(self, version: int) -> tuple[str, str]:
-        """Commit version `version` of the app (its page says so) to main and push; (sha, subject)."""
+    def commit(self, version: int, *, change: str = '') -> tuple[str, str]:
+        """Commit version `version` of the app (its page says so), with what else changed in the work tree
+        described by `change` in the subject, to main and push; (sha, subject)."""
         if version > 1:
             (self.work / 'www' / 'index.html').write_text(self._page.replace('</h1>', f' (v{version})</h1>'))
-        subject = f'Sample app v{version}'
+        subject = f'Sample app v{version}' + (f' ({change})' if change else '')
         when = f'2025-01-{version:02d}T12:00:00+00:00'
         self._git('add', '-A')
         self._git('commit', '-q', '-m', subject, env={'GIT_AUTHOR_DATE': when, 'GIT_COMMITTER_DATE': when})
