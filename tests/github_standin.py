@@ -7,7 +7,8 @@ request the description does not allow is kept in `violations` and answered
 `Authorization: Bearer TOKEN` (the token it was given), a User-Agent (GitHub
 refuses requests without one) and the API version header.
 
-Modes play a hostile or broken server: `huge` (a 201 whose body never ends),
+Modes play a hostile or broken server: `huge` (a 201 whose body never ends), `drip` (one
+that comes a byte at a time),
 `hang` (reads the request, never answers), `redirect` (302 elsewhere),
 `fail` (answers 502 `failures` times, then normally).
 """
@@ -92,8 +93,8 @@ class GitHubStandIn:
             return
         if mode == 'redirect':
             return self._answer(request, 302, b'', location='http://169.254.169.254/latest/meta-data/')
-        if mode == 'huge':
-            return self._huge(request)
+        if mode in ('huge', 'drip'):
+            return self._huge(request, drip=mode == 'drip')
         if failing:
             return self._answer(request, 502, b'{"message": "Server Error"}')
         status, answer = self._serve(call)
@@ -139,14 +140,17 @@ class GitHubStandIn:
         request.end_headers()
         request.wfile.write(body)
 
-    def _huge(self, request: http.server.BaseHTTPRequestHandler) -> None:
+    def _huge(self, request: http.server.BaseHTTPRequestHandler, *, drip: bool = False) -> None:
+        """An answer that never ends: 64 KiB at a time, or (`drip`) a byte every 50 ms, each within any
+        per-read timeout."""
         request.send_response(201)
         request.send_header('Content-Type', 'application/json')
         request.send_header('Content-Length', str(1 << 34))
         request.end_headers()
-        chunk = b' ' * 65536
+        chunk = b' ' * (1 if drip else 65536)
         try:
-            while not self.stopped.is_set():
+            while not self.stopped.wait(0.05 if drip else 0):
                 request.wfile.write(chunk)
+                request.wfile.flush()
         except OSError:
             pass

@@ -75,6 +75,8 @@ def post(url: str, *, body: bytes, headers: Mapping[str, str], denied: DeniedNet
     finally:
         watchdog.cancel()
         connection.close()
+    if cut.is_set():  # the read ended because the watchdog shut the socket: a partial answer is no answer
+        raise PostFailed(f'no answer within {deadline:g} seconds', retryable=True)
     if len(answer) > max_bytes:
         raise PostFailed(f'HTTP {status}: answer larger than {max_bytes} bytes', retryable=False)
     return Answer(status=status, body=answer, location=location)

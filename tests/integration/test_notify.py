@@ -134,8 +134,9 @@ async def test_hostile_answers_are_cut_short_and_not_retried(github, caplog, mod
     assert len(github.calls) == 2 and expected in caplog.text  # one attempt for each notice
 
 
-async def test_a_server_that_never_answers_costs_each_attempt_its_deadline(github, caplog):
-    github.mode = 'hang'
+@pytest.mark.parametrize('mode', ['hang', 'drip'])
+async def test_a_server_that_never_answers_costs_each_attempt_its_deadline(github, caplog, mode):
+    github.mode = mode
     notifier = notifications(github, deadline=0.3)
     started = time.monotonic()
     await announce(notifier, spec('http://127.0.0.1:9/o/r.git', commitStatus=True))
