@@ -178,7 +178,7 @@ class Notifications:
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
-        """Wait for the deliveries queued so far (tests; `panda-deploy run` before it exits)."""
+        """Wait for the deliveries queued so far (and those they queue)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
