@@ -10,7 +10,8 @@ refuses requests without one) and the API version header.
 Modes play a hostile or broken server: `huge` (a 201 whose body never ends), `drip` (one
 that comes a byte at a time),
 `hang` (reads the request, never answers), `redirect` (302 elsewhere),
-`fail` (answers 502 `failures` times, then normally).
+`fail` (answers 502 `failures` times, then normally), `ratelimit` (GitHub's 403 with
+`x-ratelimit-remaining: 0`, `failures` times).
 """
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ class GitHubStandIn:
         with self._lock:
             self.calls.append(call)
             mode = self.mode
-            failing = mode == 'fail' and self.failures > 0
+            failing = mode in ('fail', 'ratelimit') and self.failures > 0
             self.failures -= failing
         if mode == 'hang':
             self.stopped.wait(60)
@@ -95,6 +96,9 @@ class GitHubStandIn:
             return self._answer(request, 302, b'', location='http://169.254.169.254/latest/meta-data/')
         if mode in ('huge', 'drip'):
             return self._huge(request, drip=mode == 'drip')
+        if failing and mode == 'ratelimit':
+            return self._answer(request, 403, b'{"message": "API rate limit exceeded"}',
+                                headers={'x-ratelimit-remaining': '0', 'x-ratelimit-reset': str(int(time.time()))})
         if failing:
             return self._answer(request, 502, b'{"message": "Server Error"}')
         status, answer = self._serve(call)
@@ -131,12 +135,14 @@ class GitHubStandIn:
 
     @staticmethod
     def _answer(request: http.server.BaseHTTPRequestHandler, status: int, body: bytes,
-                location: str | None = None) -> None:
+                location: str | None = None, headers: dict[str, str] | None = None) -> None:
         request.send_response(status)
         request.send_header('Content-Type', 'application/json')
         request.send_header('Content-Length', str(len(body)))
         if location:
             request.send_header('Location', location)
+        for name, value in (headers or {}).items():
+            request.send_header(name, value)
         request.end_headers()
         request.wfile.write(body)
 

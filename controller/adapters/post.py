@@ -44,6 +44,7 @@ class Answer:
     status: int
     body: bytes
     location: str | None = None
+    rate_limited: bool = False  # Retry-After, or GitHub's x-ratelimit-remaining: 0 (its 403 for a rate limit)
 
 
 def post(url: str, *, body: bytes, headers: Mapping[str, str], denied: DeniedNetworks,
@@ -69,6 +70,7 @@ def post(url: str, *, body: bytes, headers: Mapping[str, str], denied: DeniedNet
         response = connection.getresponse()
         answer = response.read(max_bytes + 1)
         status, location = response.status, response.getheader('Location')
+        limited = bool(response.getheader('Retry-After')) or response.getheader('X-RateLimit-Remaining') == '0'
     except (OSError, http.client.HTTPException, ValueError) as exc:
         reason = f'no answer within {deadline:g} seconds' if cut.is_set() else _describe(exc)
         raise PostFailed(reason, retryable=True) from None
@@ -79,7 +81,7 @@ def post(url: str, *, body: bytes, headers: Mapping[str, str], denied: DeniedNet
         raise PostFailed(f'no answer within {deadline:g} seconds', retryable=True)
     if len(answer) > max_bytes:
         raise PostFailed(f'HTTP {status}: answer larger than {max_bytes} bytes', retryable=False)
-    return Answer(status=status, body=answer, location=location)
+    return Answer(status=status, body=answer, location=location, rate_limited=limited)
 
 
 def _cut_off(connection: http.client.HTTPConnection, cut: threading.Event) -> None:
@@ -94,12 +96,13 @@ def _cut_off(connection: http.client.HTTPConnection, cut: threading.Event) -> No
 
 
 def judge(answer: Answer, *, what: str) -> None:
-    """`PostFailed` unless the answer is a 2xx: 5xx, 408 and 429 may pass later, other answers will not."""
+    """`PostFailed` unless the answer is a 2xx: 5xx, 408, 429 and a rate limit (GitHub answers 403) may pass
+    later, other answers will not."""
     if 200 <= answer.status < 300:
         return
     if 300 <= answer.status < 400:
         raise PostFailed(f'{what}: HTTP {answer.status} redirect to {answer.location!s:.200} not followed',
                          retryable=False)
     text = answer.body[:200].decode('utf-8', 'replace')
-    retryable = answer.status >= 500 or answer.status in (408, 429)
+    retryable = answer.status >= 500 or answer.status in (408, 429) or answer.rate_limited
     raise PostFailed(f'{what}: HTTP {answer.status}: {text}', retryable=retryable)

@@ -106,6 +106,16 @@ async def test_a_failing_server_is_retried_a_bounded_number_of_times_and_a_late_
     assert 'gave up after 4 attempts' in caplog.text
 
 
+async def test_a_rate_limited_request_is_tried_again_and_a_refused_one_is_not(github):
+    github.mode, github.failures = 'ratelimit', 1  # GitHub's 403 for a spent rate limit
+    await announce(notifications(github), spec('http://127.0.0.1:9/o/r.git', commitStatus=True))
+    assert [s['state'] for s in github.statuses[('o', 'r', SHA)]] == ['pending', 'success'] and len(github.calls) == 3
+
+    github.mode, github.token, github.calls = 'ok', 'another-token', []  # 401: retrying cannot help
+    await announce(notifications(github), spec('http://127.0.0.1:9/o/r.git', commitStatus=True))
+    assert len(github.calls) == 2
+
+
 async def test_a_newer_notice_replaces_an_older_one_still_retrying(github):
     github.mode, github.failures = 'fail', 1
     notifier = Notifications(settings=NotifySettings(
