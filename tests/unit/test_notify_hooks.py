@@ -1,8 +1,16 @@
 """Where a run announces itself: once its revision is known (again on resume) and at its end, with the same
-status writes and Events as without notifications; and the reconciler's preflight of spec.notify."""
+status writes and Events as without notifications; the reconciler's and `panda-deploy run`'s preflight of
+spec.notify, and `run` delivering its notices before it exits."""
 from __future__ import annotations
 
+import json
+import logging
+import os
+import subprocess
+import sys
+
 import pytest
+import yaml
 
 from controller.adapters.github_status import GitHubApis
 from controller.adapters.notify import Notifications, NotifySettings
@@ -13,6 +21,8 @@ from controller.errors import NotificationNotAllowed, Reason, Stall
 from controller.models import PandaDeploySpec, RunResult
 from controller.reconciler import Reconciler
 from tests.fakes import RecordingNotices, World
+from tests.integration.test_notify import Receiver
+from tests.unit.test_cli import MANIFEST, ROOT, SECRETS
 from tests.unit.test_pipeline import SPEC, engine_for, make_run, new, pool, world  # noqa: F401 (fixtures)
 from tests.unit.test_reconciler_runs import KEY, MemoryKube, until
 
@@ -102,9 +112,36 @@ async def test_the_reconciler_stalls_a_resource_whose_webhook_is_not_allowed(wor
     reconciler = Reconciler(kube=kube, engine=engine_for(world, pool), workers=1,  # type: ignore[arg-type]
                             notifier=Notifications())
     body = kube.put('uid-1', spec={**SPEC, 'notify': {'webhook': WEBHOOK}})
-    await reconciler.reconcile(body=body, logger=__import__('logging').getLogger('t'))
+    await reconciler.reconcile(body=body, logger=logging.getLogger('t'))
     await until(lambda: 'status' in kube.objects[KEY])
     stalled = [c for c in kube.status().conditions if c.type == 'Stalled']
     assert stalled and stalled[0].reason == Reason.NOTIFICATION_NOT_ALLOWED
     assert 'PANDA_DEPLOY_WEBHOOK_HOSTS' in stalled[0].message
     await reconciler.shutdown()
+
+
+def run_cli(tmp_path, manifest: dict, **env: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / 'app.yaml').write_text(yaml.safe_dump(manifest))
+    (tmp_path / 'secrets.yaml').write_text(yaml.safe_dump_all(
+        [*SECRETS, {'apiVersion': 'v1', 'kind': 'Secret', 'metadata': {'name': 'hook'}, 'stringData': {'key': 'k1'}}]))
+    env = {**os.environ, 'PANDA_DEPLOY_ADAPTERS': 'tests.fakes:make_adapters', 'PANDA_FAKE_DIR': str(tmp_path / 'w'),
+           'PANDA_DEPLOY_POLL_SECONDS': '0.05', 'PYTHONPATH': str(ROOT), **env}
+    return subprocess.run([sys.executable, '-m', 'controller', 'run', '-f', 'app.yaml', '-s', 'secrets.yaml'],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_panda_deploy_run_sends_its_notices_before_it_exits_and_refuses_what_is_not_allowed(tmp_path):
+    receiver = Receiver()
+    try:
+        hook = {'url': receiver.url, 'secretRef': {'name': 'hook', 'key': 'key'}}
+        manifest = {**MANIFEST, 'spec': {**MANIFEST['spec'], 'notify': {'webhook': hook}}}
+        refused = run_cli(tmp_path, manifest)
+        assert refused.returncode == 2 and 'NotificationNotAllowed: spec.notify.webhook.url' in refused.stderr
+        assert receiver.got == []
+
+        done = run_cli(tmp_path, manifest, PANDA_DEPLOY_WEBHOOK_HOSTS='http://127.0.0.1:*')
+        assert done.returncode == 0, done.stderr
+        events = [json.loads(body)['event'] for _, body in receiver.got]
+        assert events == ['started', 'ended']
+    finally:
+        receiver.server.shutdown()
