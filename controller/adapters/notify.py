@@ -171,9 +171,15 @@ class Notifications:
         if len(self._tasks) >= MAX_PENDING:
             log.warning('%s: %d notifications waiting; this one is dropped', channel.name, len(self._tasks))
             return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called off the loop: a bug of the caller's, which must not fail its run
+            log.error('%s: a notice of %s was queued outside the event loop; not sent', channel.name,
+                      notice.deployment_id)
+            return
         self._sequence += 1
         self._latest[key] = self._sequence
-        task = asyncio.get_running_loop().create_task(self._deliver(channel, key, self._sequence, notice, secrets))
+        task = loop.create_task(self._deliver(channel, key, self._sequence, notice, secrets))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -207,6 +213,10 @@ class Notifications:
             log.warning('%s: %s notice of %s not sent (attempt %d): %s', channel.name, notice.github_state,
                         notice.deployment_id, attempt, redact(exc.message, secrets))
             return not exc.retryable
+        except Exception as exc:  # a bug here must not go unseen, nor fail anything else: logged, not retried
+            log.error('%s: %s notice of %s not sent: %s: %s', channel.name, notice.github_state,
+                      notice.deployment_id, type(exc).__name__, redact(str(exc), secrets))
+            return True
         log.info('%s: %s notice of %s sent', channel.name, notice.github_state, notice.deployment_id)
         return True
 

@@ -247,3 +247,10 @@ async def test_a_webhook_to_a_host_not_allowed_is_never_sent(receiver):
                                                      backoff=FAST))
     await announce(notifier, webhook_spec(receiver.url), webhook_key=KEY)
     assert receiver.got == []
+
+
+def test_a_notice_queued_off_the_event_loop_fails_nothing(github, caplog):
+    notices = notifications(github).for_run(namespace='n', name='p', credentials=Credentials(github_token=TOKEN),
+                                            spec=spec('http://127.0.0.1:9/o/r.git', commitStatus=True))
+    notices.started(status())
+    assert github.calls == [] and 'queued outside the event loop; not sent' in caplog.text
