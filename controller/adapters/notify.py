@@ -34,7 +34,7 @@ from controller.adapters.github_status import CommitStatus, CommitStatuses, GitH
 from controller.adapters.post import DEADLINE_SECONDS, PostFailed
 from controller.adapters.webhook import MESSAGE_LIMIT, WEBHOOK_HOSTS_VARIABLE, Webhook
 from controller.credentials import Credentials, redact
-from controller.egress import DeniedNetworks, GitHosts
+from controller.egress import DeniedNetworks, GitHosts, origin_of
 from controller.errors import NotificationNotAllowed
 from controller.models import PandaDeploySpec, PandaDeployStatus, RunResult, cap_message
 
@@ -121,9 +121,11 @@ class Notifications:
         """`NotificationNotAllowed` for a webhook URL or a commit status the operator's settings refuse."""
         notify, source = spec.notify, spec.source
         if notify.webhook is not None and not self.settings.webhook_hosts.allows(notify.webhook.url):
+            origin = origin_of(notify.webhook.url)  # not the path: chat tools put their secret there
             raise NotificationNotAllowed(
-                f'spec.notify.webhook.url {notify.webhook.url[:200]} is not allowed: the operator sends webhooks '
-                f'only to the hosts in {WEBHOOK_HOSTS_VARIABLE} ({self.settings.webhook_hosts})')
+                f'spec.notify.webhook.url on {origin or "a host that cannot be told for certain"} is not allowed: '
+                f'the operator sends webhooks only to the hosts in {WEBHOOK_HOSTS_VARIABLE} '
+                f'({self.settings.webhook_hosts})')
         if notify.commit_status and source.token_secret_ref is None:
             raise NotificationNotAllowed('spec.notify.commitStatus needs spec.source.tokenSecretRef (a token '
                                          'allowed to write commit statuses)')

@@ -65,7 +65,7 @@ def test_the_webhook_key_is_read_from_its_secret_and_counts_as_a_secret():
 
 
 @pytest.mark.parametrize('notify, settings, message', [
-    ({'webhook': WEBHOOK}, NotifySettings(), r'webhook.url https://chat.example.com/hooks/x is not allowed.*'
+    ({'webhook': WEBHOOK}, NotifySettings(), r'webhook.url on https://chat.example.com:443 is not allowed.*'
                                              r'PANDA_DEPLOY_WEBHOOK_HOSTS \(empty\)'),
     ({'commitStatus': True}, NotifySettings(), r'commitStatus needs spec.source.tokenSecretRef'),
 ])
