@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 
+from controller.adapters.notify import Notifications
 from controller.config import Config
 from controller.pipeline import Engine, default_stages
 
@@ -18,3 +19,8 @@ def build_engine(*, config: Config, pool: concurrent.futures.ThreadPoolExecutor)
     """The six stages, polled every `config.poll_seconds`, with the config's adapters, on `pool`."""
     return Engine(stages=default_stages(poll_seconds=config.poll_seconds), adapters=config.adapter_factory(),
                   pool=pool)
+
+
+def build_notifier(*, config: Config) -> Notifications:
+    """The run notifications (GitHub commit statuses, webhooks) within the config's allowances."""
+    return Notifications(settings=config.notify)

@@ -21,7 +21,7 @@ import logging
 import pathlib
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 import yaml
@@ -38,6 +38,9 @@ from controller.models import (
     StageName,
     describe_validation_error,
 )
+
+if TYPE_CHECKING:
+    from controller.pipeline import Engine
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -112,16 +115,19 @@ def load_secrets(paths: Sequence[str]) -> dict[str, dict[str, str]]:
 
 def run_once(*, manifest: str, secret_files: Sequence[str], until: StageName | None,
              status_out: str | None, config: Config) -> int:
-    from controller.assembly import build_engine
+    from controller.assembly import build_engine, build_notifier
     from controller.pipeline import Recorder, Run
 
     doc, spec = load_manifest(manifest)
     secrets = load_secrets(secret_files)
+    notifier = build_notifier(config=config)
+    meta = doc.get('metadata') or {}
+    namespace, name = str(meta.get('namespace') or 'default'), str(meta.get('name') or 'run')
     try:
         config.git_hosts.check_source(spec.source)  # SourceNotAllowed: before any connection, as the operator does
-        meta = doc.get('metadata') or {}  # no cluster: the caller's own AWS identity is allowed (tenancy.py)
-        creds = tenancy.resolve(spec, namespace=str(meta.get('namespace') or 'default'),
-                                name=str(meta.get('name') or 'run'), lookup=secrets.get, annotations=None)
+        notifier.check(spec)  # NotificationNotAllowed
+        # No cluster: the caller's own AWS identity is allowed (tenancy.py).
+        creds = tenancy.resolve(spec, namespace=namespace, name=name, lookup=secrets.get, annotations=None)
     except Stall as exc:
         raise InvalidInput(f'{exc.reason}: {exc.message}') from exc
 
@@ -129,9 +135,16 @@ def run_once(*, manifest: str, secret_files: Sequence[str], until: StageName | N
     recorder = Recorder(sink=PrintSink(), status=PandaDeployStatus(), generation=generation)
     run = Run(spec=spec, credentials=creds, recorder=recorder, logger=logging.getLogger('panda-deploy.run'),
               approval=lambda: recorder.status.deployment_id)  # a run from the command line approves itself
+    recorder.notices = notifier.for_run(namespace=namespace, name=name, spec=spec, credentials=creds)
     recorder.begin()
+
+    async def drive(engine: Engine) -> RunResult:
+        result = await engine.drive(run, until=until)
+        await notifier.drain()  # the run is over: its notices are delivered (or given up) before the exit
+        return result
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix='deployment-worker') as pool:
-        result = asyncio.run(build_engine(config=config, pool=pool).drive(run, until=until))
+        result = asyncio.run(drive(build_engine(config=config, pool=pool)))
     if status_out:
         pathlib.Path(status_out).write_text(yaml.safe_dump(recorder.status.dump(), sort_keys=False))
     return EXIT_OK if result == RunResult.succeeded else EXIT_FAILED

@@ -17,6 +17,9 @@ from collections.abc import Mapping
 
 from controller import egress
 from controller.adapters import AdapterFactory, AdapterSettings, AdapterWiring, BuildLimits
+from controller.adapters.github_status import DEFAULT_GITHUB_API, GITHUB_API_VARIABLE, GitHubApis
+from controller.adapters.notify import NotifySettings, notify_denied
+from controller.adapters.webhook import WEBHOOK_HOSTS_VARIABLE
 
 DEFAULT_ADAPTERS = 'controller.adapters.wiring:make_adapters'
 
@@ -41,6 +44,8 @@ class Config:
     """PANDA_DEPLOY_HEALTH_CHECK_DENY: networks a health check never connects to (controller.egress)."""
     limits: BuildLimits = dataclasses.field(default_factory=BuildLimits)
     """PANDA_DEPLOY_MAX_CHECKOUT_BYTES, _MAX_CONTEXT_BYTES, _MAX_BUILD_OUTPUT_BYTES: what a repository may cost."""
+    notify: NotifySettings = dataclasses.field(default_factory=NotifySettings)
+    """PANDA_DEPLOY_GITHUB_API, _WEBHOOK_HOSTS, _NOTIFY_URL: where notifications may go (controller.adapters.notify)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -57,7 +62,7 @@ class Config:
                    git_hosts=egress.GitHosts.parse(env.get(egress.GIT_HOSTS_VARIABLE, egress.DEFAULT_GIT_HOSTS)),
                    health_check_deny=egress.DeniedNetworks.parse(
                        env.get(egress.HEALTH_CHECK_DENY_VARIABLE, egress.DEFAULT_HEALTH_CHECK_DENY)),
-                   limits=_limits(env))
+                   limits=_limits(env), notify=_notify(env))
 
     def adapter_factory(self) -> AdapterFactory:
         """The `AdapterWiring` PANDA_DEPLOY_ADAPTERS names, with this configuration's settings bound."""
@@ -84,3 +89,17 @@ def _limits(env: Mapping[str, str]) -> BuildLimits:
                 raise ValueError(f'{variable} must be at least 1 (bytes)')
             given[field] = value
     return BuildLimits(**given)
+
+
+def _notify(env: Mapping[str, str]) -> NotifySettings:
+    """Where notifications may go: GitHub APIs, webhook hosts (not file://), the link; never the deny-list."""
+    try:
+        hooks = egress.GitHosts.parse(env.get(WEBHOOK_HOSTS_VARIABLE, ''))
+    except ValueError as exc:
+        raise ValueError(str(exc).replace(egress.GIT_HOSTS_VARIABLE, WEBHOOK_HOSTS_VARIABLE)) from None
+    if any(entry.scheme == 'file' for entry in hooks.entries):
+        raise ValueError(f'{WEBHOOK_HOSTS_VARIABLE}: file:// is not a webhook host')
+    deny = egress.DeniedNetworks.parse(env.get(egress.HEALTH_CHECK_DENY_VARIABLE, egress.DEFAULT_HEALTH_CHECK_DENY))
+    return NotifySettings(github_apis=GitHubApis.parse(env.get(GITHUB_API_VARIABLE, DEFAULT_GITHUB_API)),
+                          webhook_hosts=hooks, target_url=env.get('PANDA_DEPLOY_NOTIFY_URL', '').strip() or None,
+                          denied=notify_denied(deny))

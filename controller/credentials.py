@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from controller.errors import Reason, Stall
-from controller.models import PandaDeploySpec
+from controller.models import PandaDeploySpec, SecretKeyRef
 
 if TYPE_CHECKING:
     from controller.tenancy import AwsIdentity
@@ -38,9 +38,11 @@ class Credentials:
     aws: AwsKeys | None = dataclasses.field(default=None, repr=False)
     aws_identity: AwsIdentity | None = None
     """The roles to assume and the session name (controller/tenancy.py); None: spec.aws.roleArn as given."""
+    webhook_key: str | None = dataclasses.field(default=None, repr=False)
+    """The HMAC key of spec.notify.webhook (its secretRef)."""
 
     def values(self) -> list[str]:
-        found = [self.github_token]
+        found = [self.github_token, self.webhook_key]
         if self.aws:
             found += [self.aws.access_key_id, self.aws.secret_access_key, self.aws.session_token]
         return [v for v in found if v]
@@ -48,16 +50,8 @@ class Credentials:
 
 def resolve(spec: PandaDeploySpec, lookup: SecretLookup) -> Credentials:
     """Read the Secrets the spec references; a missing Secret or key is a `Stall` naming the field."""
-    token: str | None = None
     ref = spec.source.token_secret_ref
-    if ref is not None:
-        data = lookup(ref.name)
-        if data is None:
-            raise Stall(f'spec.source.tokenSecretRef: Secret {ref.name!r} not found', reason=Reason.SECRET_NOT_FOUND)
-        if not data.get(ref.key):
-            raise Stall(f'spec.source.tokenSecretRef: Secret {ref.name!r} has no key {ref.key!r}',
-                        reason=Reason.SECRET_KEY_NOT_FOUND)
-        token = data[ref.key].strip()
+    token = None if ref is None else _secret_key(lookup, ref, 'spec.source.tokenSecretRef')
 
     aws: AwsKeys | None = None
     aref = spec.aws.credentials_secret_ref
@@ -72,7 +66,23 @@ def resolve(spec: PandaDeploySpec, lookup: SecretLookup) -> Credentials:
                         reason=Reason.SECRET_KEY_NOT_FOUND)
         aws = AwsKeys(data['accessKeyId'].strip(), data['secretAccessKey'].strip(),
                       (data.get('sessionToken') or '').strip() or None)
-    return Credentials(github_token=token, aws=aws)
+    return Credentials(github_token=token, aws=aws, webhook_key=_webhook_key(spec, lookup))
+
+
+def _webhook_key(spec: PandaDeploySpec, lookup: SecretLookup) -> str | None:
+    """The signing key of spec.notify.webhook, or None without a webhook."""
+    webhook = spec.notify.webhook
+    return None if webhook is None else _secret_key(lookup, webhook.secret_ref, 'spec.notify.webhook.secretRef')
+
+
+def _secret_key(lookup: SecretLookup, ref: SecretKeyRef, field: str) -> str:
+    """One key of a Secret; a missing Secret or key is a `Stall` naming the field."""
+    data = lookup(ref.name)
+    if data is None:
+        raise Stall(f'{field}: Secret {ref.name!r} not found', reason=Reason.SECRET_NOT_FOUND)
+    if not data.get(ref.key):
+        raise Stall(f'{field}: Secret {ref.name!r} has no key {ref.key!r}', reason=Reason.SECRET_KEY_NOT_FOUND)
+    return data[ref.key].strip()
 
 
 def credentials_used(spec: PandaDeploySpec, reason: str) -> str:

@@ -42,6 +42,7 @@ class Reason:
     SECRET_KEY_NOT_FOUND = 'SecretKeyNotFound'
     SECRET_FORBIDDEN = 'SecretForbidden'
     SOURCE_NOT_ALLOWED = 'SourceNotAllowed'
+    NOTIFICATION_NOT_ALLOWED = 'NotificationNotAllowed'  # spec.notify asks what the operator does not allow
     # Stage failures.
     STAGE_TIMEOUT = 'StageTimeout'
     SOURCE_NOT_FOUND = 'SourceNotFound'
@@ -93,6 +94,12 @@ class PandaDeployError(Exception):
 
 class Stall(PandaDeployError):
     """The run cannot start until the spec or a Secret changes (kstatus Stalled)."""
+
+
+class NotificationNotAllowed(Stall):
+    """spec.notify asks for a notification the operator's settings refuse (a webhook host not allowed, a
+    commit status without a token or on a host that is not a known GitHub)."""
+    reason = Reason.NOTIFICATION_NOT_ALLOWED
 
 
 class SecretForbidden(Stall):

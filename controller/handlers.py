@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from controller import http, tempdirs
-from controller.assembly import build_engine
+from controller.assembly import build_engine, build_notifier
 from controller.config import Config
 from controller.kube import Kube
 from controller.models import GROUP, PLURAL, VERSION
@@ -38,7 +38,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
     engine = build_engine(config=config, pool=pool)
     memo.pool = pool
     memo.reconciler = Reconciler(kube=Kube(logger=logger), engine=engine, workers=config.workers,
-                                 git_hosts=config.git_hosts)
+                                 git_hosts=config.git_hosts, notifier=build_notifier(config=config))
     memo.http = await http.serve(host=config.http_host, port=config.http_port, pool=pool)
     logger.info('panda-deploy: %d workers, metrics on %s:%d', config.workers, config.http_host, config.http_port)
 

@@ -34,8 +34,9 @@ from typing import Any
 import pydantic
 
 from controller import conditions, credentials, tenancy
+from controller.adapters import Notifier, Silent
 from controller.egress import GitHosts, SourceNotAllowed
-from controller.errors import Aborted, Reason, SecretForbidden, Stall, StatusNotSaved
+from controller.errors import Aborted, NotificationNotAllowed, Reason, SecretForbidden, Stall, StatusNotSaved
 from controller.kube import Forbidden, Kube, KubeError, ObjectGone, merge_diff
 from controller.models import (
     ABORT_ANNOTATION,
@@ -142,8 +143,10 @@ class Handle:
 
 
 class Reconciler:
-    def __init__(self, *, kube: Kube, engine: Engine, workers: int, git_hosts: GitHosts | None = None) -> None:
+    def __init__(self, *, kube: Kube, engine: Engine, workers: int, git_hosts: GitHosts | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.kube = kube
+        self.notifier = notifier if notifier is not None else Silent()  # spec.notify: commit status, webhook
         self.engine = engine
         self.git_hosts = git_hosts if git_hosts is not None else GitHosts.default()  # PANDA_DEPLOY_GIT_HOSTS
         self.slots = Slots(workers)
@@ -324,16 +327,18 @@ class Reconciler:
             try:
                 spec = PandaDeploySpec.model_validate(body.get('spec') or {})
                 self.git_hosts.check_source(spec.source)  # a token only for an allowed host: before anything
+                self.notifier.check(spec)
             except pydantic.ValidationError as exc:
                 await recorder.stalled(Stall(describe_validation_error(exc), reason=Reason.INVALID_SPEC))
                 return
-            except SourceNotAllowed as refused:  # until the spec or the operator's configuration changes
+            except (SourceNotAllowed, NotificationNotAllowed) as refused:  # until the spec or operator config changes
                 await recorder.stalled(refused)
                 return
             creds = await self._credentials(recorder, spec, key[0], key[1])
             run = Run(spec=spec, credentials=creds, recorder=recorder, logger=logger,
                       approval=lambda: self.approval(key))
             handle.run = run
+            recorder.notices = self.notifier.for_run(namespace=key[0], name=key[1], spec=spec, credentials=creds)
             # A run that had started for this generation when the operator stopped: pick it up.
             resuming = (status.observed_generation == generation and status.deployment_id is not None
                         and status.phase == Phase.progressing and status.started_at is not None)

@@ -33,7 +33,7 @@ from controller.adapters import (
 )
 from controller.credentials import Credentials
 from controller.errors import DeploymentControllerMismatch, Reason, ServiceUpdateFailed, StageFailed
-from controller.models import PandaDeploySpec, PandaDeployStatus
+from controller.models import PandaDeploySpec, PandaDeployStatus, RunResult
 
 ACCOUNT = '123456789012'
 _LOCK = threading.Lock()
@@ -370,6 +370,19 @@ class MemorySink:
 
     def progress(self, line: str) -> None:
         self.lines.append(line)
+
+
+class RecordingNotices:
+    """A run's notices kept in a list: ('started', revision) and ('ended', result, reason)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def started(self, status: PandaDeployStatus) -> None:
+        self.calls.append(('started', status.revision))
+
+    def ended(self, status: PandaDeployStatus, *, result: RunResult, reason: str) -> None:
+        self.calls.append(('ended', result.value, reason))
 
 
 def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *, settings: AdapterSettings | None = None,

@@ -208,6 +208,22 @@ class HealthCheck(Model):
     """HTTP status a check must get."""
 
 
+class NotifyWebhook(Model):
+    """A JSON POST at each run's start and end, signed with a key (X-Panda-Signature-256: sha256=HMAC)."""
+    url: Annotated[str, Field(pattern=_HTTP_URL, max_length=2048)]
+    """Where to POST; its host must be in the operator's PANDA_DEPLOY_WEBHOOK_HOSTS."""
+    secret_ref: SecretKeyRef
+    """Secret key holding the HMAC-SHA256 signing key."""
+
+
+class Notify(Model):
+    """Status sent back to the git host and to a chat tool; a notification never fails or slows a run."""
+    commit_status: bool = False
+    """Post a GitHub commit status (context panda-deploy/NAMESPACE/NAME) on the deployed commit, with the token of spec.source.tokenSecretRef: pending at the start, success, failure or error at the end."""
+    webhook: NotifyWebhook | None = None
+    """A signed JSON notification at each run's start and end (chat tools)."""
+
+
 _DURATION = r'^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$'
 _DURATION_UNITS = {'ms': 0.001, 's': 1, 'm': 60, 'h': 3600}
 
@@ -272,6 +288,8 @@ class PandaDeploySpec(Model):
     """How many past runs status.history keeps."""
     suspend: bool = False
     """Stop starting new runs (a run in flight finishes)."""
+    notify: Notify = Notify()
+    """Notifications of each run's start and end: a GitHub commit status, a signed webhook."""
 
     @model_validator(mode='after')
     def _derived_repository_name(self) -> PandaDeploySpec:

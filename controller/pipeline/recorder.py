@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from controller import conditions, metrics
+from controller.adapters import RunNotices, Silent
 from controller.errors import PandaDeployError, Reason, Stall
 from controller.models import HistoryEntry, PandaDeployStatus, Phase, RunResult, StageName, StageRecord, StageResult
 
@@ -67,6 +68,7 @@ class Recorder:
         self._dirty = False  # the status changed since it was last saved
         self._held: list[tuple[str, str, str]] = []  # Events (type, reason, message) held for the next write
         self._lock = asyncio.Lock()  # flushes come from the engine and from stages' records
+        self.notices: RunNotices = Silent()  # the run's start and end, announced (spec.notify); set by the caller
 
     @property
     def pending(self) -> bool:
@@ -150,6 +152,8 @@ class Recorder:
         self._dirty = True
         self._hold('Normal', 'Resumed' if resumed else 'Started', message)
         self.sink.progress(message)
+        if s.revision:  # resumed, or the revision was known before the run: announce it now
+            self.notices.started(s)
 
     def stage_started(self, name: StageName) -> StageRecord:
         s = self.status
@@ -188,6 +192,8 @@ class Recorder:
             changed = True
             if key == 'revision':
                 s.set_revision(value)
+                if value:  # the commit this run deploys is known: announce the run
+                    self.notices.started(s)
             else:
                 setattr(s, key, value)
         self._dirty = self._dirty or changed
@@ -261,6 +267,7 @@ class Recorder:
         metrics.RUNS.labels(result=result.value).inc()
         metrics.RUN_DURATION.observe(s.duration_seconds)
         self._dirty = True
+        self.notices.ended(s, result=result, reason=reason)
         if quiet:
             self._held = []
         await self.flush()
