@@ -34,7 +34,6 @@ import concurrent.futures
 import dataclasses
 import heapq
 import itertools
-import logging
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -62,7 +61,6 @@ CONCURRENCY = 4  # git calls at once (each a short ls-remote)
 REQUEST_RETRY_SECONDS = 1.0  # a requestedAt that waits for the run in flight is looked at again this often
 REQUESTED_AT_LIMIT = 256  # characters of the annotation's value kept in status
 
-logger = logging.getLogger(__name__)
 
 
 class Heads(Protocol):
@@ -94,6 +92,8 @@ class Followed:
     handled: str | None = None  # the requestedAt value last handled by this process
     identity: str = ''  # the repository, as webhooks name it
     branch: str = ''
+    looking: bool = False  # a look is under way: another waits for its end (`again`), never runs beside it
+    again: bool = False
 
 
 class Follower:
@@ -145,7 +145,12 @@ class Follower:
         if interval != entry.interval:
             entry.interval = interval
             self._schedule_at(key, entry, None if interval is None else self.clock() + random.uniform(0, interval))
-        await self._requested(key, entry)
+        try:
+            await self._requested(key, entry)
+        except (PandaDeployError, KubeError) as exc:  # looked at again soon
+            entry.logger.warning('%s: %s', REQUESTED_AT_ANNOTATION, getattr(exc, 'message', exc))
+            if entry.due is None:
+                self._schedule_at(key, entry, self.clock() + REQUEST_RETRY_SECONDS)
 
     def wake(self, *, repository: str, branch: str) -> list[Key]:
         """Look now at the resources that follow `repository` (any URL of it) and `branch`; those woken."""
@@ -182,6 +187,10 @@ class Follower:
                 if entry is None or entry.due != when:
                     continue  # deleted, or scheduled again since
                 entry.due = None
+                if entry.looking:
+                    entry.again = True
+                    continue
+                entry.looking = True
                 task = asyncio.create_task(self._look(key, entry), name=f'follow {key[0]}/{key[1]}')
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -202,6 +211,10 @@ class Follower:
             except Exception:
                 entry.logger.exception('Following %s failed', entry.branch)
             finally:
+                entry.looking = False
+                if entry.again:
+                    entry.again = False
+                    self._schedule_at(key, entry, self.clock())
                 self._next_look(key, entry)
 
     # -- decisions ----------------------------------------------------------------------------------
@@ -219,8 +232,8 @@ class Follower:
                 self._schedule_at(key, entry, self.clock() + REQUEST_RETRY_SECONDS)
             return
         value = _requested_value(entry.body)
-        entry.handled = value
         await self._write(key, entry, {'lastHandledRequestedAt': value})
+        entry.handled = value
         await self._event(key, entry, Reason.REDEPLOY_REQUESTED,
                           f'{REQUESTED_AT_ANNOTATION}={value}: a run starts at the head of the branch')
         await self.runs.reconcile(body=entry.body, logger=entry.logger, wanted=True)

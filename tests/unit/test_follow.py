@@ -228,3 +228,37 @@ async def test_intervals_are_raised_to_the_operators_floor_and_looks_repeat(kube
     finally:
         await f.stop()
     assert 2 <= len(heads.asked) <= 4 and kube.patches == []
+
+
+async def test_a_wake_during_a_look_waits_for_its_end(kube: Kube, runs: Runs) -> None:
+    """Two looks at one resource never run side by side (each could decide on the same head)."""
+    import threading
+    import time
+
+    class SlowHeads(Heads):
+        def __init__(self) -> None:
+            super().__init__(head=NEW)
+            self.inside, self.most, self.lock = 0, 0, threading.Lock()
+
+        def head(self, *, url: str, branch: str, token: str | None) -> str:
+            with self.lock:
+                self.inside += 1
+                self.most = max(self.most, self.inside)
+            time.sleep(0.3)
+            with self.lock:
+                self.inside -= 1
+            return super().head(url=url, branch=branch, token=token)
+
+    heads = SlowHeads()
+    f = follower(kube, runs, heads, min_interval=3600)
+    await f.observe(body=resource(), deleted=False, logger=LOG)
+    f.start()
+    try:
+        for _ in range(3):
+            f.wake(repository=URL, branch='main')
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+    finally:
+        await f.stop()
+    assert heads.most == 1 and len(heads.asked) == 2  # the look under way, then one more for the wakes
+    assert len(runs.started) == 1 and len(kube.patches) == 1
