@@ -11,7 +11,12 @@ its process; the git children it starts included once reaped), the requests
 the git server saw (an anonymous `git ls-remote` over smart HTTP is a GET of
 info/refs and, in protocol v2, one POST), and the Kubernetes API writes.
 
-    .venv/bin/python bench/follow_cost.py [--resources 1000] [--interval 60] [--seconds 60]
+    .venv/bin/python bench/follow_cost.py [--resources 1000] [--repositories N] [--interval 60] [--seconds 60]
+
+By default each resource follows a repository of its own (one repository
+served under N names): one `ls-remote` per resource per interval.
+`--repositories 1` is a monorepo whose services are told apart by
+`spec.source.paths`: their looks share answers (controller.follow).
 """
 from __future__ import annotations
 
@@ -60,7 +65,8 @@ def wait_quiet(emulator: Any, *, at_least: float, quiet: float = 10.0, timeout: 
     raise SystemExit(f'the API writes did not stop within {timeout:g}s')
 
 
-def measure(scratch: pathlib.Path, *, resources: int, interval: float, seconds: float) -> dict[str, Any]:
+def measure(scratch: pathlib.Path, *, resources: int, repositories: int, interval: float,
+            seconds: float) -> dict[str, Any]:
     import yaml
 
     from controller.sandbox.kube import ClusterServer
@@ -77,11 +83,14 @@ def measure(scratch: pathlib.Path, *, resources: int, interval: float, seconds: 
             server.emulator.add_crd(doc)
         cluster = Cluster(server, server.write_kubeconfig(scratch / 'kubeconfig'))
         cluster.apply_secrets(**{'aws-creds': SECRETS['aws-creds']})
-        spec = {'source': {'url': git.url('mono.git'), 'branch': 'main', 'interval': f'{interval:g}s'},
-                'aws': {'region': 'ap-northeast-2', 'credentialsSecretRef': {'name': 'aws-creds'}}}
+        for index in range(repositories):  # one repository under many names: each its own URL
+            (mono.root / f'repo-{index:04d}.git').symlink_to(mono.path)
         for index in range(resources):
             name = f'app-{index:04d}'
-            cluster.create(name, spec)
+            url = git.url(f'repo-{index % repositories:04d}.git')
+            cluster.create(name, {
+                'source': {'url': url, 'branch': 'main', 'interval': f'{interval:g}s'},
+                'aws': {'region': 'ap-northeast-2', 'credentialsSecretRef': {'name': 'aws-creds'}}})
             cluster.custom.patch_namespaced_custom_object_status(GROUP, VERSION, 'default', PLURAL, name,
                                                                  {'status': ready_status(head)})
         operator = Operator(kubeconfig=cluster.kubeconfig, world=World(scratch / 'world'),
@@ -115,19 +124,24 @@ def measure(scratch: pathlib.Path, *, resources: int, interval: float, seconds: 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
     parser.add_argument('--resources', type=int, default=1000)
+    parser.add_argument('--repositories', type=int, default=0,
+                        help='distinct repositories they follow (default: one each; 1: a monorepo)')
     parser.add_argument('--interval', type=float, default=60.0)
     parser.add_argument('--seconds', type=float, default=60.0)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix='follow-bench-') as tmp:
-        r = measure(pathlib.Path(tmp), resources=args.resources, interval=args.interval, seconds=args.seconds)
-    what = f'{args.resources} Ready resources following a branch every {args.interval:g}s'
+        repositories = args.repositories or args.resources
+        r = measure(pathlib.Path(tmp), resources=args.resources, repositories=repositories,
+                    interval=args.interval, seconds=args.seconds)
+    what = (f'{args.resources} Ready resources following a branch of {repositories} repositories '
+            f'every {args.interval:g}s')
     print(f'machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}')
     print('| item | measure | value | target |')
     print('|---|---|---|---|')
     print(f'| {what} | operator CPU (its own, per minute) | {r["cpu"]:.1f} s | |')
     print(f'| {what} | CPU of the git processes it ran (per minute) | {r["git_cpu"]:.1f} s | |')
     print(f'| {what} | requests to the git server (per minute) | {r["requests"]:.0f} '
-          f'({r["ls_remotes"]:.0f} ls-remote) | {args.resources * 60 / args.interval:.0f} ls-remote |')
+          f'({r["ls_remotes"]:.0f} ls-remote) | at most {args.resources * 60 / args.interval:.0f} ls-remote |')
     writes = ', '.join(f'{k} {v}' for k, v in r['writes'].items() if k != 'total')
     print(f'| {what} | Kubernetes API writes (per minute) | {r["writes"]["total"]} ({writes}) | 0 |')
     print(f'(steady state after {r["settled_after"]:.0f}s: Kopf\'s first contact with each resource, '

@@ -8,6 +8,10 @@ Why it is built this way:
   own, so runs' workers and the event loop never wait for it. It learns the
   resources from the watch stream (`observe`, from the `on.event` handler
   that already sees every event) and forgets them on deletion.
+- Resources following the same branch of the same repository (a monorepo's
+  services, told apart by `spec.source.paths`) share one `ls-remote`: a look
+  takes an answer still under way or asked less than a tenth of its interval
+  (at most 5 s) ago. A look a webhook asked for always asks the server itself.
 - Each look is jittered (±10% of the interval, the first one anywhere in the
   first interval) so that a thousand resources made at once do not ask the
   git server at once; the interval is never below the operator's floor
@@ -32,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import hashlib
 import heapq
 import itertools
 import random
@@ -60,6 +65,8 @@ JITTER = 0.1
 CONCURRENCY = 4  # git calls at once (each a short ls-remote)
 REQUEST_RETRY_SECONDS = 1.0  # a requestedAt that waits for the run in flight is looked at again this often
 REQUESTED_AT_LIMIT = 256  # characters of the annotation's value kept in status
+SHARE_SECONDS, SHARE_FRACTION = 5.0, 0.1  # how recent an answer for the same branch another look may take
+SHARE_SWEEP = 4096  # answers kept before the old ones are dropped
 
 
 
@@ -94,6 +101,7 @@ class Followed:
     branch: str = ''
     looking: bool = False  # a look is under way: another waits for its end (`again`), never runs beside it
     again: bool = False
+    fresh: bool = False  # woken by a webhook: its look asks the git server itself, sharing no earlier answer
 
 
 class Follower:
@@ -108,7 +116,8 @@ class Follower:
         self._pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix='follow-git')
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self.looks = 0  # heads asked of git servers (for the benchmark)
+        self.looks = 0  # heads asked of git servers
+        self._answers: dict[tuple[str, str, str], tuple[float, asyncio.Future[str]]] = {}  # shared answers
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._schedule(), name='panda-deploy follower')
@@ -158,6 +167,7 @@ class Follower:
         woken = [key for key, entry in self.entries.items()
                  if entry.interval is not None and entry.identity == wanted and entry.branch == branch]
         for key in woken:
+            self.entries[key].fresh = True
             self._schedule_at(key, self.entries[key], self.clock())
         return woken
 
@@ -245,8 +255,8 @@ class Follower:
             return
         source = spec.source
         token = await asyncio.to_thread(self._token, key[0], spec)
-        head = await self._in_pool(self.heads.head, url=source.clone_url, branch=entry.branch, token=token)
-        self.looks += 1
+        fresh, entry.fresh = entry.fresh, False
+        head = await self._head(source.clone_url, entry.branch, token, fresh=fresh, interval=entry.interval)
         status = _status(entry.body)
         if head in (entry.seen, status.branch_head.revision if status.branch_head else None):
             return  # already decided on
@@ -295,6 +305,33 @@ class Follower:
             raise PandaDeployError(f'spec.source.tokenSecretRef: Secret {ref.name!r} or its key {ref.key!r} '
                                    'not found', reason=Reason.SECRET_NOT_FOUND)
         return data[ref.key].strip()
+
+    async def _head(self, url: str, branch: str, token: str | None, *, fresh: bool, interval: float) -> str:
+        """The branch head; resources following the same branch (with the same token) share one `ls-remote`
+        asked less than SHARE_FRACTION of their interval (at most SHARE_SECONDS) ago or still under way."""
+        key = (url, branch, hashlib.sha256((token or '').encode()).hexdigest())
+        now, found = self.clock(), self._answers.get(key)
+        if found is not None and not fresh:
+            asked, answer = found
+            if not answer.done() or now - asked < min(SHARE_SECONDS, interval * SHARE_FRACTION):
+                return await asyncio.shield(answer)
+        answer = asyncio.get_running_loop().create_future()
+        self._answers[key] = (now, answer)
+        if len(self._answers) > SHARE_SWEEP:
+            self._answers = {k: v for k, v in self._answers.items() if now - v[0] < SHARE_SECONDS}
+        try:
+            answer.set_result(await self._in_pool(self.heads.head, url=url, branch=branch, token=token))
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                answer.set_exception(exc)
+                answer.exception()  # retrieved: whoever shares it has it raised; nobody is warned of it
+            else:
+                answer.cancel()
+            if self._answers.get(key, (0.0, None))[1] is answer:
+                del self._answers[key]  # a failure is not shared with later looks
+            raise
+        self.looks += 1
+        return answer.result()
 
     async def _in_pool(self, call: Callable[..., Any], **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: call(**kwargs))

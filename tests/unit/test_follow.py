@@ -101,10 +101,36 @@ async def look(f: Follower, body: dict[str, Any]) -> None:
 
 async def test_a_head_that_is_the_last_runs_commit_costs_one_ls_remote_and_no_write(kube: Kube, runs: Runs) -> None:
     heads = Heads(head=OLD)
-    f = follower(kube, runs, heads)
+    now = [1000.0]
+    f = Follower(kube=kube, runs=runs, heads=heads, min_interval=1, clock=lambda: now[0])  # type: ignore[arg-type]
     for _ in range(3):
         await look(f, resource())
+        now[0] += 60
     assert len(heads.asked) == 3 and kube.patches == [] and kube.events == [] and runs.started == []
+
+
+async def test_resources_on_one_branch_share_a_recent_answer_but_not_a_token(kube: Kube, runs: Runs) -> None:
+    heads = Heads(head=OLD)
+    now = [1000.0]
+    f = Follower(kube=kube, runs=runs, heads=heads, min_interval=1, clock=lambda: now[0])  # type: ignore[arg-type]
+    for index in range(5):  # five services of one monorepo, looked at within a second
+        body = resource(source={'paths': [f'services/s{index}/**']})
+        body['metadata'].update(name=f's{index}', uid=f'u{index}')
+        await f.observe(body=body, deleted=False, logger=LOG)
+        await f._look(('team', f's{index}'), f.entries[('team', f's{index}')])
+        now[0] += 0.2
+    assert len(heads.asked) == 1
+    private = resource(source={'tokenSecretRef': {'name': 'github-token', 'key': 'token'}})
+    private['metadata'].update(name='private', uid='u9')
+    await f.observe(body=private, deleted=False, logger=LOG)
+    await f._look(('team', 'private'), f.entries[('team', 'private')])
+    assert len(heads.asked) == 2  # another token: its own answer
+    f.wake(repository=URL, branch='main')  # a webhook: the server is asked again, however recent the answer
+    await f._look(('team', 's0'), f.entries[('team', 's0')])
+    assert len(heads.asked) == 3
+    now[0] += 10  # older than a tenth of the interval (at most 5 s): asked again
+    await f._look(('team', 's1'), f.entries[('team', 's1')])
+    assert len(heads.asked) == 4
 
 
 async def test_a_new_head_is_decided_on_once_and_starts_a_run(kube: Kube, runs: Runs) -> None:
