@@ -161,6 +161,10 @@ class Follower:
             if entry.due is None:
                 self._schedule_at(key, entry, self.clock() + REQUEST_RETRY_SECONDS)
 
+    def forget(self, *, body: Mapping[str, Any]) -> None:
+        """Stop following the resource until the watch shows it again (Kopf paused this replica for a peer)."""
+        self.entries.pop((body['metadata']['namespace'], body['metadata']['name']), None)
+
     def wake(self, *, repository: str, branch: str) -> list[Key]:
         """Look now at the resources that follow `repository` (any URL of it) and `branch`; those woken."""
         wanted = identity(repository)

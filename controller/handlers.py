@@ -69,6 +69,7 @@ async def follow_peering(*, body: kopf.Body, memo: Any, logger: Any, stopped: ko
     await stopped.wait()
     if stopped.reason is not None and kopf.DaemonStoppingReason.OPERATOR_PAUSING in stopped.reason:
         await memo.reconciler.pause(body=dict(body), logger=logger)
+        memo.follower.forget(body=dict(body))  # nor does it follow the branch (the watch tells it again)
 
 
 @kopf.on.event(*RESOURCE)

@@ -288,3 +288,11 @@ async def test_a_wake_during_a_look_waits_for_its_end(kube: Kube, runs: Runs) ->
         await f.stop()
     assert heads.most == 1 and len(heads.asked) == 2  # the look under way, then one more for the wakes
     assert len(runs.started) == 1 and len(kube.patches) == 1
+
+
+async def test_a_forgotten_resource_is_looked_at_no_more(kube: Kube, runs: Runs) -> None:
+    """Kopf paused this replica for a peer: it stops following until the watch shows the resource again."""
+    f = follower(kube, runs, Heads())
+    await f.observe(body=resource(), deleted=False, logger=LOG)
+    f.forget(body=resource())
+    assert f.entries == {} and f.wake(repository=URL, branch='main') == []
