@@ -158,8 +158,7 @@ class Follower:
             await self._requested(key, entry)
         except (PandaDeployError, KubeError) as exc:  # looked at again soon
             entry.logger.warning('%s: %s', REQUESTED_AT_ANNOTATION, getattr(exc, 'message', exc))
-            if entry.due is None:
-                self._schedule_at(key, entry, self.clock() + REQUEST_RETRY_SECONDS)
+            self._soon(key, entry)
 
     def forget(self, *, body: Mapping[str, Any]) -> None:
         """Stop following the resource until the watch shows it again (Kopf paused this replica for a peer)."""
@@ -183,11 +182,17 @@ class Follower:
             heapq.heappush(self._heap, (when, next(self._order), key))
             self._wakeup.set()
 
+    def _soon(self, key: Key, entry: Followed) -> None:
+        """Look again within REQUEST_RETRY_SECONDS (a requestedAt waits), the interval's look coming after."""
+        soon = self.clock() + REQUEST_RETRY_SECONDS
+        if entry.due is None or entry.due > soon:
+            self._schedule_at(key, entry, soon)
+
     def _next_look(self, key: Key, entry: Followed) -> None:
         if self.entries.get(key) is not entry:
             return
-        if entry.spec is not None and self._request_waiting(entry):
-            self._schedule_at(key, entry, self.clock() + REQUEST_RETRY_SECONDS)
+        if entry.spec is not None and not entry.spec.suspend and self._request_waiting(entry):
+            self._soon(key, entry)
         elif entry.interval is not None and entry.due is None:
             jitter = random.uniform(-JITTER, JITTER) * entry.interval
             self._schedule_at(key, entry, self.clock() + entry.interval + jitter)
@@ -242,8 +247,7 @@ class Follower:
         if entry.spec is None or entry.spec.suspend or not self._request_waiting(entry):
             return
         if self.runs.running(key):
-            if entry.due is None:
-                self._schedule_at(key, entry, self.clock() + REQUEST_RETRY_SECONDS)
+            self._soon(key, entry)
             return
         value = _requested_value(entry.body)
         await self._write(key, entry, {'lastHandledRequestedAt': value})

@@ -296,3 +296,20 @@ async def test_a_forgotten_resource_is_looked_at_no_more(kube: Kube, runs: Runs)
     await f.observe(body=resource(), deleted=False, logger=LOG)
     f.forget(body=resource())
     assert f.entries == {} and f.wake(repository=URL, branch='main') == []
+
+
+async def test_a_request_waiting_for_a_run_is_handled_soon_after_it_ends_whatever_the_interval(
+        kube: Kube, runs: Runs) -> None:
+    f = follower(kube, runs, Heads(head=OLD), min_interval=3600)
+    runs.busy = True
+    await f.observe(body=resource(source={'interval': '1h'}, annotations={'deploy.panda.dev/requestedAt': 'x'}),
+                    deleted=False, logger=LOG)
+    f.start()
+    try:
+        await asyncio.sleep(1.5)
+        assert runs.started == []
+        runs.busy = False  # the run ended; no watch event follows
+        await asyncio.sleep(2.5)
+    finally:
+        await f.stop()
+    assert len(runs.started) == 1 and kube.patches == [{'lastHandledRequestedAt': 'x'}]
