@@ -7,6 +7,7 @@ server is seen here.
 from __future__ import annotations
 
 import pathlib
+import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -107,3 +108,19 @@ def test_after_a_force_push_trees_are_compared_and_a_lost_commit_is_not_proved_u
     run_git('gc', '--quiet', '--prune=now', cwd=mono.path)
     assert watcher.touches(url=url, old=deployed, new=rewritten, patterns=['services/web/**'], token=token) is None
 
+
+
+@pytest.mark.parametrize('server_filters', [True, False])
+def test_comparing_fetches_no_file_contents_and_stops_a_server_that_sends_them(
+        mono: Monorepo, server: GitHttpServer, token: str, server_filters: bool) -> None:
+    """Two commits with 4 MB of incompressible files: their trees alone are a few KB. A server that filters
+    sends just those (the answer stays within a 256 KB budget); one that ignores the filter is stopped at the
+    budget, and the answer is 'cannot tell'."""
+    if not server_filters:
+        run_git('config', 'uploadpack.allowFilter', 'false', cwd=mono.path)
+    old = mono.commit({'services/web/big.bin': secrets.token_hex(1 << 20), 'docs/a.md': 'a\n'})
+    new = mono.commit({'services/web/big.bin': secrets.token_hex(1 << 20), 'docs/a.md': 'b\n'})
+    mono.push()
+    watcher = BranchWatcher(token_hosts=GitHosts.parse('http://127.0.0.1:*'), max_compare_bytes=256 << 10)
+    answer = watcher.touches(url=server.url('mono.git'), old=old, new=new, patterns=['docs/**'], token=token)
+    assert answer is (True if server_filters else None)
