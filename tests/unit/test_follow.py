@@ -313,3 +313,26 @@ async def test_a_request_waiting_for_a_run_is_handled_soon_after_it_ends_whateve
     finally:
         await f.stop()
     assert len(runs.started) == 1 and kube.patches == [{'lastHandledRequestedAt': 'x'}]
+
+
+@pytest.mark.parametrize('source, message', [
+    ({'paths': ['../other/**']}, 'relative to the repository root'),
+    ({'paths': ['/services/**']}, 'relative to the repository root'),
+    ({'paths': [':(exclude)docs']}, 'relative to the repository root'),
+    ({'paths': ['a\\b']}, 'pattern'),
+    ({'paths': ['x'] * 33}, 'at most 32'),
+    ({'interval': '0.5s'}, 'between 1 second and 7 days'),
+    ({'interval': '8d'}, 'pattern'),
+])
+def test_bad_follow_fields_are_refused(source: dict[str, Any], message: str) -> None:
+    from pydantic import ValidationError
+
+    from controller.models import Source
+    with pytest.raises(ValidationError, match=message):
+        Source.model_validate({'url': URL, **source})
+
+
+def test_a_pinned_revision_is_not_followed() -> None:
+    from controller.models import Source
+    assert Source.model_validate({'url': URL, 'interval': '5m'}).interval_seconds == 300
+    assert Source.model_validate({'url': URL, 'revision': OLD, 'interval': '5m'}).interval_seconds is None
