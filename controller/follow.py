@@ -30,6 +30,10 @@ Why it is built this way:
 - `deploy.panda.dev/requestedAt`: any value not handled yet (not the one in
   `status.lastHandledRequestedAt`) starts a run at the branch head, paths or
   not; while a run is in flight the request waits for its end.
+- A look that fails (the git server refuses or does not answer, the token's
+  Secret is missing) writes no status: one Warning Event with the adapter's
+  reason (SourceAuthFailed, SourceUnavailable, RevisionNotFound …) when the
+  failure is new, and the next look tries again.
 """
 from __future__ import annotations
 
@@ -102,6 +106,7 @@ class Followed:
     looking: bool = False  # a look is under way: another waits for its end (`again`), never runs beside it
     again: bool = False
     fresh: bool = False  # woken by a webhook: its look asks the git server itself, sharing no earlier answer
+    failure: str | None = None  # what the last look's failure said (a Warning Event only when it changes)
 
 
 class Follower:
@@ -225,8 +230,11 @@ class Follower:
             try:
                 await self._requested(key, entry)
                 await self._follow(key, entry)
-            except (PandaDeployError, KubeError) as exc:
-                entry.logger.info('Following %s: %s', entry.branch, getattr(exc, 'message', exc))
+                entry.failure = None
+            except PandaDeployError as exc:
+                await self._failed(key, entry, exc)
+            except KubeError as exc:
+                entry.logger.info('Following %s: %s', entry.branch, exc)
             except Exception:
                 entry.logger.exception('Following %s failed', entry.branch)
             finally:
@@ -287,6 +295,15 @@ class Follower:
             return
         await self._decided(key, entry, head, 'Deploy', Reason.BRANCH_MOVED, message)
         await self.runs.reconcile(body=entry.body, logger=entry.logger, wanted=True)
+
+    async def _failed(self, key: Key, entry: Followed, error: PandaDeployError) -> None:
+        """A look that failed (the git server refused or did not answer, a Secret is missing): logged, and a
+        Warning Event when the failure is new, not at every interval; the next look tries again."""
+        message = f'Following branch {entry.branch}: {error.message}'
+        entry.logger.info('%s', message)
+        if message != entry.failure:
+            entry.failure = message
+            await self._event(key, entry, error.reason, message, type='Warning')
 
     async def _decided(self, key: Key, entry: Followed, head: str, decision: Literal['Deploy', 'NoPathChanged'], reason: str,
                        message: str) -> None:
@@ -349,10 +366,10 @@ class Follower:
         status = dict(entry.body.get('status') or {})
         entry.body = {**entry.body, 'status': {**status, **patch}}
 
-    async def _event(self, key: Key, entry: Followed, reason: str, message: str) -> None:
+    async def _event(self, key: Key, entry: Followed, reason: str, message: str, *, type: str = 'Normal') -> None:
         ref = {'namespace': key[0], 'name': key[1], 'uid': entry.uid}
         try:
-            await asyncio.to_thread(self.kube.post_event, ref=ref, type='Normal', reason=reason, message=message)
+            await asyncio.to_thread(self.kube.post_event, ref=ref, type=type, reason=reason, message=message)
         except KubeError as exc:
             entry.logger.warning('Could not post event %s: %s', reason, exc)
 

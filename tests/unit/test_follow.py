@@ -336,3 +336,32 @@ def test_a_pinned_revision_is_not_followed() -> None:
     from controller.models import Source
     assert Source.model_validate({'url': URL, 'interval': '5m'}).interval_seconds == 300
     assert Source.model_validate({'url': URL, 'revision': OLD, 'interval': '5m'}).interval_seconds is None
+
+
+async def test_a_failing_look_says_so_once_per_failure_and_writes_no_status(kube: Kube, runs: Runs) -> None:
+    from controller.adapters.git import SourceAuthFailed
+
+    class FailingHeads(Heads):
+        def __init__(self) -> None:
+            super().__init__(head=OLD)
+            self.error: Exception | None = SourceAuthFailed('authentication to https://github.com/octo/mono.git '
+                                                            'failed')
+
+        def head(self, *, url: str, branch: str, token: str | None) -> str:
+            if self.error is not None:
+                raise self.error
+            return super().head(url=url, branch=branch, token=token)
+
+    heads = FailingHeads()
+    now = [1000.0]
+    f = Follower(kube=kube, runs=runs, heads=heads, min_interval=1, clock=lambda: now[0])  # type: ignore[arg-type]
+    for _ in range(3):
+        await look(f, resource())
+        now[0] += 60
+    assert [reason for reason, _ in kube.events] == ['SourceAuthFailed'] and kube.patches == []
+    heads.error = None
+    await look(f, resource())
+    heads.error = SourceAuthFailed('authentication failed again')
+    now[0] += 60
+    await look(f, resource())
+    assert [reason for reason, _ in kube.events] == ['SourceAuthFailed', 'SourceAuthFailed']
