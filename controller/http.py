@@ -90,6 +90,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 -- the stdlib's name
         path = self.path.split('?', 1)[0]
         if self.hooks is None or not path.startswith('/hooks/'):
+            self.close_connection = True  # its body is not read
             self._answer(404, b'not found\n', 'text/plain; charset=utf-8')
             return
         try:
@@ -102,14 +103,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._answer(status, f'{text}\n'.encode(), 'text/plain; charset=utf-8')
 
     def _body(self) -> bytes:
-        """The request body: a Content-Length of at most MAX_BODY_BYTES, all of it within `body_seconds`."""
+        """The request body: a Content-Length (no chunks) of at most MAX_BODY_BYTES, all of it within
+        `body_seconds`."""
         length = self.headers.get('Content-Length')
-        if length is None or not length.strip().isdigit():
+        if length is None or not length.strip().isdigit() or self.headers.get('Transfer-Encoding'):
             raise webhooks.Refused(411, 'a Content-Length is required')
         size = int(length)
         if size > webhooks.MAX_BODY_BYTES:
             raise webhooks.Refused(413, f'the body is over {webhooks.MAX_BODY_BYTES} bytes')
         deadline, body = time.monotonic() + self.body_seconds, bytearray()
+        try:
+            self._read(body, size, deadline)
+        finally:
+            self.connection.settimeout(self.timeout)
+        return bytes(body)
+
+    def _read(self, body: bytearray, size: int, deadline: float) -> None:
         while len(body) < size:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -122,7 +131,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if not chunk:
                 raise webhooks.Refused(400, 'the body ended before its Content-Length')
             body += chunk
-        return bytes(body)
 
     def do_GET(self) -> None:  # noqa: N802 -- the stdlib's name
         path = self.path.split('?', 1)[0]
