@@ -8,11 +8,18 @@ pipeline free of settings and environment.
 """
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import functools
+import pathlib
 
+from controller.adapters.git_changes import BranchWatcher
 from controller.adapters.notify import Notifications
 from controller.config import Config
+from controller.follow import Follower, Runs
+from controller.kube import Kube
 from controller.pipeline import Engine, default_stages
+from controller.webhooks import Webhooks, secret_from_file
 
 
 def build_engine(*, config: Config, pool: concurrent.futures.ThreadPoolExecutor) -> Engine:
@@ -24,3 +31,21 @@ def build_engine(*, config: Config, pool: concurrent.futures.ThreadPoolExecutor)
 def build_notifier(*, config: Config) -> Notifications:
     """The run notifications (GitHub commit statuses, webhooks) within the config's allowances."""
     return Notifications(settings=config.notify)
+
+
+def build_follower(*, config: Config, kube: Kube, runs: Runs) -> Follower:
+    """The operator's one follower of branches: real git (ls-remote), tokens only to PANDA_DEPLOY_GIT_HOSTS."""
+    return Follower(kube=kube, runs=runs, heads=BranchWatcher(token_hosts=config.git_hosts),
+                    min_interval=config.min_interval_seconds)
+
+
+def build_webhooks(*, config: Config, follower: Follower) -> Webhooks | None:
+    """The webhooks the HTTP port serves (None: PANDA_DEPLOY_WEBHOOK_SECRET_FILE unset); they wake `follower`
+    on the running event loop (the HTTP server answers from threads of its own)."""
+    if config.webhook_secret_file is None:
+        return None
+    loop = asyncio.get_running_loop()
+
+    def wake(repository: str, branch: str) -> None:
+        loop.call_soon_threadsafe(functools.partial(follower.wake, repository=repository, branch=branch))
+    return Webhooks(secret=secret_from_file(pathlib.Path(config.webhook_secret_file)), wake=wake)

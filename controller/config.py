@@ -42,6 +42,10 @@ class Config:
     """PANDA_DEPLOY_GIT_HOSTS: the git hosts a token may be sent to (controller.egress; default github.com)."""
     health_check_deny: egress.DeniedNetworks = dataclasses.field(default_factory=egress.DeniedNetworks.default)
     """PANDA_DEPLOY_HEALTH_CHECK_DENY: networks a health check never connects to (controller.egress)."""
+    min_interval_seconds: float = 30.0
+    """PANDA_DEPLOY_MIN_INTERVAL_SECONDS: the shortest spec.source.interval honoured (a shorter one is raised)."""
+    webhook_secret_file: str | None = None
+    """PANDA_DEPLOY_WEBHOOK_SECRET_FILE: the file (a mounted Secret) holding the webhooks' HMAC secret; unset: none."""
     limits: BuildLimits = dataclasses.field(default_factory=BuildLimits)
     """PANDA_DEPLOY_MAX_CHECKOUT_BYTES, _MAX_CONTEXT_BYTES, _MAX_BUILD_OUTPUT_BYTES: what a repository may cost."""
     notify: NotifySettings = dataclasses.field(default_factory=NotifySettings)
@@ -62,7 +66,8 @@ class Config:
                    git_hosts=egress.GitHosts.parse(env.get(egress.GIT_HOSTS_VARIABLE, egress.DEFAULT_GIT_HOSTS)),
                    health_check_deny=egress.DeniedNetworks.parse(
                        env.get(egress.HEALTH_CHECK_DENY_VARIABLE, egress.DEFAULT_HEALTH_CHECK_DENY)),
-                   limits=_limits(env), notify=_notify(env))
+                   limits=_limits(env), notify=_notify(env), min_interval_seconds=_min_interval(env),
+                   webhook_secret_file=env.get('PANDA_DEPLOY_WEBHOOK_SECRET_FILE', '').strip() or None)
 
     def adapter_factory(self) -> AdapterFactory:
         """The `AdapterWiring` PANDA_DEPLOY_ADAPTERS names, with this configuration's settings bound."""
@@ -103,3 +108,10 @@ def _notify(env: Mapping[str, str]) -> NotifySettings:
     return NotifySettings(github_apis=GitHubApis.parse(env.get(GITHUB_API_VARIABLE, DEFAULT_GITHUB_API)),
                           webhook_hosts=hooks, target_url=env.get('PANDA_DEPLOY_NOTIFY_URL', '').strip() or None,
                           denied=notify_denied(deny))
+
+
+def _min_interval(env: Mapping[str, str]) -> float:
+    value = float(env.get('PANDA_DEPLOY_MIN_INTERVAL_SECONDS', Config.min_interval_seconds))
+    if not value > 0:
+        raise ValueError('PANDA_DEPLOY_MIN_INTERVAL_SECONDS must be more than 0')
+    return value

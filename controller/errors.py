@@ -35,6 +35,9 @@ class Reason:
     SUPERSEDED = 'Superseded'
     CANCELLED = 'Cancelled'
     ABORT_IGNORED = 'AbortIgnored'  # an Event: the abort annotation names no run in flight
+    BRANCH_MOVED = 'BranchMoved'  # an Event: the followed branch has a new head; a run starts for it
+    NO_PATH_CHANGED = 'NoPathChanged'  # an Event: the new head changes no file under spec.source.paths
+    REDEPLOY_REQUESTED = 'RedeployRequested'  # an Event: a new deploy.panda.dev/requestedAt value starts a run
     STATUS_NOT_SAVED = 'StatusNotSaved'  # a Warning Event: the run's status could not be written; picked up again
     # Stalls: need a spec or Secret change.
     INVALID_SPEC = 'InvalidSpec'

@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from controller import http, tempdirs
-from controller.assembly import build_engine, build_notifier
+from controller.assembly import build_engine, build_follower, build_notifier, build_webhooks
 from controller.config import Config
 from controller.kube import Kube
 from controller.models import GROUP, PLURAL, VERSION
@@ -39,12 +39,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
     memo.pool = pool
     memo.reconciler = Reconciler(kube=Kube(logger=logger), engine=engine, workers=config.workers,
                                  git_hosts=config.git_hosts, notifier=build_notifier(config=config))
-    memo.http = await http.serve(host=config.http_host, port=config.http_port, pool=pool)
+    memo.follower = build_follower(config=config, kube=memo.reconciler.kube, runs=memo.reconciler)
+    memo.follower.start()
+    memo.http = await http.serve(host=config.http_host, port=config.http_port, pool=pool,
+                                 hooks=build_webhooks(config=config, follower=memo.follower))
     logger.info('panda-deploy: %d workers, metrics on %s:%d', config.workers, config.http_host, config.http_port)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await memo.follower.stop()
     await memo.reconciler.shutdown()
     await memo.http.cleanup()
     memo.pool.shutdown(wait=False, cancel_futures=True)
@@ -65,13 +69,15 @@ async def follow_peering(*, body: kopf.Body, memo: Any, logger: Any, stopped: ko
     await stopped.wait()
     if stopped.reason is not None and kopf.DaemonStoppingReason.OPERATOR_PAUSING in stopped.reason:
         await memo.reconciler.pause(body=dict(body), logger=logger)
+        memo.follower.forget(body=dict(body))  # nor does it follow the branch (the watch tells it again)
 
 
 @kopf.on.event(*RESOURCE)
 async def annotated(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Every watch event: annotations bump no generation (and the diff-base ignores them), so the promote and
-    abort annotations reach the reconciler here."""
+    abort annotations reach the reconciler here, and requestedAt and the branch to follow the follower."""
     await memo.reconciler.annotated(body=dict(body), deleted=event['type'] == 'DELETED', logger=logger)
+    await memo.follower.observe(body=dict(body), deleted=event['type'] == 'DELETED', logger=logger)
 
 
 @kopf.on.delete(*RESOURCE)

@@ -1,4 +1,4 @@
-"""The operator's HTTP port: Prometheus /metrics and /healthz for the kubelet's probes.
+"""The operator's HTTP port: Prometheus /metrics, /healthz for the kubelet's probes, webhooks (controller.webhooks).
 
 /healthz must tell the kubelet when the operator is alive but useless, so that
 it restarts the pod: when Kopf's event loop is blocked (nothing is watched,
@@ -27,6 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 import prometheus_client
+
+from controller import webhooks
 
 LOOP_STALE_SECONDS = 10.0
 POOL_STALL_SECONDS = 120.0
@@ -81,6 +83,54 @@ class Watchdog:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     watchdog: Watchdog
+    hooks: webhooks.Webhooks | None = None
+    body_seconds: float = webhooks.BODY_SECONDS
+    timeout = 30  # seconds a connection may stay silent (headers included) before its thread lets it go
+
+    def do_POST(self) -> None:  # noqa: N802 -- the stdlib's name
+        path = self.path.split('?', 1)[0]
+        if self.hooks is None or not path.startswith('/hooks/'):
+            self.close_connection = True  # its body is not read
+            self._answer(404, b'not found\n', 'text/plain; charset=utf-8')
+            return
+        try:
+            body = self._body()
+        except webhooks.Refused as refused:
+            self.close_connection = True
+            self._answer(refused.status, f'{refused.message}\n'.encode(), 'text/plain; charset=utf-8')
+            return
+        status, text = self.hooks.handle(path=path, headers={k.lower(): v for k, v in self.headers.items()}, body=body)
+        self._answer(status, f'{text}\n'.encode(), 'text/plain; charset=utf-8')
+
+    def _body(self) -> bytes:
+        """The request body: a Content-Length (no chunks) of at most MAX_BODY_BYTES, all of it within
+        `body_seconds`."""
+        length = self.headers.get('Content-Length')
+        if length is None or not length.strip().isdigit() or self.headers.get('Transfer-Encoding'):
+            raise webhooks.Refused(411, 'a Content-Length is required')
+        size = int(length)
+        if size > webhooks.MAX_BODY_BYTES:
+            raise webhooks.Refused(413, f'the body is over {webhooks.MAX_BODY_BYTES} bytes')
+        deadline, body = time.monotonic() + self.body_seconds, bytearray()
+        try:
+            self._read(body, size, deadline)
+        finally:
+            self.connection.settimeout(self.timeout)
+        return bytes(body)
+
+    def _read(self, body: bytearray, size: int, deadline: float) -> None:
+        while len(body) < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise webhooks.Refused(408, f'the body did not arrive within {self.body_seconds:g} s')
+            self.connection.settimeout(left)
+            try:
+                chunk = self.rfile.read1(size - len(body))
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise webhooks.Refused(400, 'the body ended before its Content-Length')
+            body += chunk
 
     def do_GET(self) -> None:  # noqa: N802 -- the stdlib's name
         path = self.path.split('?', 1)[0]
@@ -123,11 +173,12 @@ class Server:
 
 
 async def serve(*, host: str, port: int, pool: concurrent.futures.ThreadPoolExecutor | None = None,
-                loop_stale_seconds: float = LOOP_STALE_SECONDS,
-                pool_stall_seconds: float = POOL_STALL_SECONDS) -> Server:
-    """Starts serving /metrics and /healthz on host:port (port 0: any free one, see `Server.port`)."""
+                loop_stale_seconds: float = LOOP_STALE_SECONDS, pool_stall_seconds: float = POOL_STALL_SECONDS,
+                hooks: webhooks.Webhooks | None = None, body_seconds: float = webhooks.BODY_SECONDS) -> Server:
+    """Starts serving /metrics and /healthz (and `hooks` under /hooks/) on host:port (port 0: any free one,
+    see `Server.port`)."""
     watchdog = Watchdog(pool=pool, loop_stale_seconds=loop_stale_seconds, pool_stall_seconds=pool_stall_seconds)
-    handler = type('Handler', (_Handler,), {'watchdog': watchdog})
+    handler = type('Handler', (_Handler,), {'watchdog': watchdog, 'hooks': hooks, 'body_seconds': body_seconds})
     server_class = type('HTTPServer', (http.server.ThreadingHTTPServer,), {
         'daemon_threads': True, 'address_family': socket.AF_INET6 if ':' in host else socket.AF_INET})
     httpd = server_class((host, port), handler)

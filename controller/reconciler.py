@@ -166,7 +166,8 @@ class Reconciler:
         handle = self._handles.get(key)
         return handle is not None and not handle.task.done()
 
-    async def reconcile(self, *, body: Mapping[str, Any], logger: Logger) -> None:
+    async def reconcile(self, *, body: Mapping[str, Any], logger: Logger, wanted: bool = False) -> None:
+        """`wanted`: a run at the branch head is asked for (controller.follow) even if this generation ran."""
         key, uid = self.key_of(body), self.uid_of(body)
         generation = int(body['metadata'].get('generation') or 1)
         # What this operator last wrote is newer than the body Kopf handed us (its watch may lag behind).
@@ -188,7 +189,7 @@ class Reconciler:
             if handle.sink is not None:
                 status_raw = handle.sink.saved
         status = PandaDeployStatus.model_validate(status_raw)
-        if not self._due(status, generation, body):
+        if not self._due(status, generation, body) and not (wanted and not (body.get('spec') or {}).get('suspend')):
             return
         task = asyncio.create_task(self._drive(key, body, generation, status, dict(status_raw), logger),
                                    name=f'panda-deploy run {key[0]}/{key[1]} gen {generation}')

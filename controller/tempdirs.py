@@ -22,7 +22,7 @@ import re
 import shutil
 import tempfile
 
-KINDS = ('src', 'resolve')
+KINDS = ('src', 'resolve', 'changes')
 _NAME = re.compile(r'^panda-deploy-(?:src|resolve)-(\d+)-')
 
 

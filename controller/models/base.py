@@ -19,6 +19,7 @@ SINGULAR = 'pandadeploy'
 SHORT_NAMES = ('pd',)
 API_VERSION = f'{GROUP}/{VERSION}'
 PROMOTE_ANNOTATION = f'{GROUP}/promote'  # value: the deploymentId of the one run whose manual promotion may go on
+REQUESTED_AT_ANNOTATION = f'{GROUP}/requestedAt'  # any new value: a run now at the branch head
 ABORT_ANNOTATION = f'{GROUP}/abort'  # value: the deploymentId of the run to stop with rollback (Failed, Aborted)
 
 # Kubernetes object names (DNS-1123 subdomain) and Secret keys.

@@ -24,6 +24,24 @@ from controller.models.base import (
 )
 from controller.models.rollout import Promotion, Rollout, Strategy
 
+_DURATION = r'^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$'
+_DURATION_UNITS = {'ms': 0.001, 's': 1, 'm': 60, 'h': 3600}
+
+
+def duration_seconds(value: int | str) -> float:
+    """Seconds of an integer or a Go-style duration such as '10m' or '1h30m'."""
+    if isinstance(value, int):
+        return float(value)
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in re.findall(r'([0-9.]+)(ms|s|m|h)', value))
+
+
+_MAX_DURATION_SECONDS = 7 * 86400
+_PATH_GLOB = r'^[^\x00-\x1f\x7f\\]+$'  # no control characters, no backslash (git paths use /)
+Duration = Annotated[
+    Annotated[int, Field(ge=1, le=_MAX_DURATION_SECONDS)] | Annotated[str, Field(pattern=_DURATION, max_length=32)],
+    Field(json_schema_extra={'x-kubernetes-int-or-string': True}),
+]
+
 
 class SecretKeyRef(Model):
     """A key of a Secret in the resource's namespace."""
@@ -57,6 +75,16 @@ class Source(Model):
     """Build context inside the repository. Default: the Dockerfile's directory."""
     build_args: Annotated[dict[str, Annotated[str, Field(max_length=4096)]] | None, Field(max_length=64)] = None
     """Docker build arguments."""
+    interval: Annotated[
+        Annotated[int, Field(ge=1, le=_MAX_DURATION_SECONDS)] | Annotated[str, Field(pattern=_DURATION, max_length=32)]
+        | None, Field(json_schema_extra={'x-kubernetes-int-or-string': True})] = None
+    """Follow the branch: how often the operator asks the git server for the branch head (seconds, or a
+    duration such as 5m; jittered), and deploys it when it moved. Absent: runs only on spec changes. With
+    revision set it is ignored: a pinned commit never moves."""
+    paths: Annotated[list[Annotated[str, Field(pattern=_PATH_GLOB, min_length=1, max_length=256)]] | None,
+                     Field(max_length=32)] = None
+    """Glob patterns of repository paths, e.g. services/web/** (** any depth, * and ? within one name): a
+    new branch head that changes no file matching them deploys nothing. Absent: every commit deploys."""
 
     @model_validator(mode='after')
     def _one_location(self) -> Source:
@@ -73,6 +101,22 @@ class Source(Model):
     @property
     def effective_branch(self) -> str | None:
         return None if self.revision else (self.branch or 'main')
+
+    @model_validator(mode='after')
+    def _follow(self) -> Source:
+        if self.interval is not None and not 1 <= duration_seconds(self.interval) <= _MAX_DURATION_SECONDS:
+            raise ValueError('spec.source.interval must be between 1 second and 7 days')
+        for pattern in self.paths or ():
+            if pattern.startswith(('/', ':')) or '..' in pattern.split('/'):
+                raise ValueError(f'spec.source.paths: {pattern!r} must be a glob relative to the repository root')
+        return self
+
+    @property
+    def interval_seconds(self) -> float | None:
+        """How often to look at the branch head, or None: not followed (no interval, or a pinned revision)."""
+        if self.interval is None or self.revision is not None:
+            return None
+        return duration_seconds(self.interval)
 
     @property
     def clone_url(self) -> str:
@@ -222,24 +266,6 @@ class Notify(Model):
     """Post a GitHub commit status (context panda-deploy/NAMESPACE/NAME) on the deployed commit, with the token of spec.source.tokenSecretRef: pending at the start, success, failure or error at the end."""
     webhook: NotifyWebhook | None = None
     """A signed JSON notification at each run's start and end (chat tools)."""
-
-
-_DURATION = r'^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$'
-_DURATION_UNITS = {'ms': 0.001, 's': 1, 'm': 60, 'h': 3600}
-
-
-def duration_seconds(value: int | str) -> float:
-    """Seconds of an integer or a Go-style duration such as '10m' or '1h30m'."""
-    if isinstance(value, int):
-        return float(value)
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in re.findall(r'([0-9.]+)(ms|s|m|h)', value))
-
-
-_MAX_DURATION_SECONDS = 7 * 86400
-Duration = Annotated[
-    Annotated[int, Field(ge=1, le=_MAX_DURATION_SECONDS)] | Annotated[str, Field(pattern=_DURATION, max_length=32)],
-    Field(json_schema_extra={'x-kubernetes-int-or-string': True}),
-]
 
 
 class Timeouts(Model):

@@ -149,6 +149,19 @@ class HistoryEntry(Model):
     """Colour that served production traffic when the run ended."""
 
 
+class BranchHead(Model):
+    """The branch head the operator last saw when following the branch (spec.source.interval, a webhook)."""
+    revision: str
+    """Commit SHA at the head of the branch."""
+    seen_at: datetime.datetime
+    """When the operator first saw the branch at this commit."""
+    decision: Literal['Deploy', 'NoPathChanged']
+    """Deploy: a run started for it; NoPathChanged: it changes no file under spec.source.paths, so nothing
+    was deployed."""
+    message: Message = ''
+    """What was decided, and why."""
+
+
 class PandaDeployStatus(Model):
     """What the operator observed and did."""
     model_config = ConfigDict(extra='ignore')
@@ -201,6 +214,10 @@ class PandaDeployStatus(Model):
     """kstatus conditions: Ready, Reconciling, Stalled and one per stage."""
     history: list[HistoryEntry] = []
     """Past runs, newest first."""
+    branch_head: BranchHead | None = None
+    """The branch head last seen while following the branch (spec.source.interval or a webhook)."""
+    last_handled_requested_at: Annotated[str, Field(max_length=256)] | None = None
+    """The last value of the deploy.panda.dev/requestedAt annotation that started a run."""
 
     def set_stage(self, name: StageName | None) -> None:
         if name is None:

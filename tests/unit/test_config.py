@@ -89,3 +89,13 @@ def test_named_adapter_wiring_gets_spec_credentials_the_registry_and_the_limits(
 def test_adapter_wiring_without_a_function_name_means_make_adapters() -> None:
     factory = Config(adapters='controller.adapters.wiring').adapter_factory()
     assert factory.func is wiring.make_adapters
+
+
+def test_following_and_webhook_settings() -> None:
+    assert (Config().min_interval_seconds, Config().webhook_secret_file) == (30.0, None)
+    config = Config.from_env({'PANDA_DEPLOY_MIN_INTERVAL_SECONDS': '5',
+                              'PANDA_DEPLOY_WEBHOOK_SECRET_FILE': '/etc/panda-deploy/webhook/secret'})
+    assert (config.min_interval_seconds, config.webhook_secret_file) == (5.0, '/etc/panda-deploy/webhook/secret')
+    assert Config.from_env({'PANDA_DEPLOY_WEBHOOK_SECRET_FILE': ' '}).webhook_secret_file is None
+    with pytest.raises(ValueError, match='PANDA_DEPLOY_MIN_INTERVAL_SECONDS'):
+        Config.from_env({'PANDA_DEPLOY_MIN_INTERVAL_SECONDS': '0'})

@@ -1,0 +1,190 @@
+"""Webhooks on the operator's HTTP port, played by an attacker: unsigned, mis-signed, replayed, oversized, slow.
+
+The server is the operator's own (`controller.http.serve`) on a free port; a
+valid hook is seen as a call of `wake` with the repository and branch.
+"""
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import pathlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from controller import http as operator_http
+from controller import webhooks
+
+SECRET = b'hook-secret-0123456789'
+
+
+class Woken:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, repository: str, branch: str) -> None:
+        self.calls.append((repository, branch))
+
+
+@pytest.fixture
+def woken() -> Woken:
+    return Woken()
+
+
+@pytest.fixture
+async def server(tmp_path: pathlib.Path, woken: Woken) -> AsyncIterator[operator_http.Server]:
+    secret_file = tmp_path / 'secret'
+    secret_file.write_bytes(SECRET + b'\n')
+    hooks = webhooks.Webhooks(secret=webhooks.secret_from_file(secret_file), wake=woken)
+    running = await operator_http.serve(host='127.0.0.1', port=0, hooks=hooks, body_seconds=1.0)
+    try:
+        yield running
+    finally:
+        await running.cleanup()
+
+
+def push_event(branch: str = 'main', after: str = 'a' * 40) -> bytes:
+    return json.dumps({'ref': f'refs/heads/{branch}', 'after': after, 'repository': {
+        'full_name': 'octo/app', 'clone_url': 'https://github.com/octo/app.git',
+        'html_url': 'https://github.com/octo/app', 'ssh_url': 'git@github.com:octo/app.git'}}).encode()
+
+
+def post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    connection = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+    try:
+        connection.request('POST', path, body=body, headers=headers)
+        answer = connection.getresponse()
+        return answer.status, answer.read().decode()
+    finally:
+        connection.close()
+
+
+def github_headers(body: bytes, *, secret: bytes = SECRET, event: str = 'push') -> dict[str, str]:
+    return {'Content-Type': 'application/json', 'X-GitHub-Event': event, 'X-GitHub-Delivery': str(time.time()),
+            'X-Hub-Signature-256': webhooks.sign(secret, body)}
+
+
+async def test_a_signed_push_wakes_its_repository_and_branch(server: operator_http.Server, woken: Woken) -> None:
+    body = push_event('release')
+    status, text = await _post(server.port, '/hooks/github', body, github_headers(body))
+    assert status == 202, text
+    assert {branch for _, branch in woken.calls} == {'release'}
+    assert {repository for repository, _ in woken.calls} >= {'octo/app', 'https://github.com/octo/app.git'}
+
+
+@pytest.mark.parametrize('change, expected', [
+    (lambda h: h.pop('X-Hub-Signature-256'), 401),  # unsigned
+    (lambda h: h.update({'X-Hub-Signature-256': webhooks.sign(b'another secret', push_event())}), 403),
+    (lambda h: h.update({'X-Hub-Signature-256': 'sha256=' + '0' * 64}), 403),
+    (lambda h: h.update({'Content-Type': 'application/x-www-form-urlencoded'}), 415),
+])
+async def test_bad_github_hooks_are_refused_and_wake_nothing(server: operator_http.Server, woken: Woken, change: Any,
+                                                             expected: int) -> None:
+    body = push_event()
+    headers = github_headers(body)
+    change(headers)
+    status, _ = await _post(server.port, '/hooks/github', body, headers)
+    assert status == expected
+    assert woken.calls == []
+
+
+async def test_a_replayed_delivery_is_refused_even_under_a_new_delivery_id(server: operator_http.Server,
+                                                                           woken: Woken) -> None:
+    body = push_event()
+    assert (await _post(server.port, '/hooks/github', body, github_headers(body)))[0] == 202
+    calls = len(woken.calls)
+    again = github_headers(body)
+    again['X-GitHub-Delivery'] = 'another-delivery-id'
+    assert (await _post(server.port, '/hooks/github', body, again))[0] == 409
+    assert len(woken.calls) == calls
+
+
+async def test_an_oversized_body_is_refused_before_it_is_read(server: operator_http.Server, woken: Woken) -> None:
+    with socket.create_connection(('127.0.0.1', server.port), timeout=10) as connection:
+        connection.sendall(b'POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+                           + f'Content-Length: {webhooks.MAX_BODY_BYTES + 1}\r\n\r\n'.encode())
+        answer = connection.recv(4096).decode()
+    assert answer.startswith('HTTP/1.0 413'), answer
+    assert woken.calls == []
+
+
+async def test_a_body_without_length_is_refused(server: operator_http.Server) -> None:
+    with socket.create_connection(('127.0.0.1', server.port), timeout=10) as connection:
+        connection.sendall(b'POST /hooks/github HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n')
+        answer = connection.recv(4096).decode()
+    assert answer.startswith('HTTP/1.0 411'), answer
+
+
+async def test_a_slow_body_neither_blocks_healthz_nor_lasts(server: operator_http.Server, woken: Woken) -> None:
+    """A sender trickling a byte at a time: /healthz and a valid hook are answered meanwhile; it gets 408."""
+    body = push_event('slow')
+    with socket.create_connection(('127.0.0.1', server.port), timeout=10) as slow:
+        slow.sendall(b'POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+                     + f'Content-Length: {len(body)}\r\n\r\n'.encode())
+        started = time.monotonic()
+        slow.sendall(body[:1])
+        healthz = await _get(server.port, '/healthz')
+        assert healthz == 200
+        other = push_event('other')
+        assert (await _post(server.port, '/hooks/github', other, github_headers(other)))[0] == 202
+        answer = b''
+        for byte in body[1:20]:
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.1)
+        answer = slow.recv(4096)
+        assert answer.startswith(b'HTTP/1.0 408'), answer
+        assert time.monotonic() - started < 5
+    assert ('octo/app', 'slow') not in woken.calls and ('octo/app', 'other') in woken.calls
+
+
+async def test_generic_hooks_are_signed_over_a_recent_timestamp(server: operator_http.Server, woken: Woken) -> None:
+    body = json.dumps({'repository': 'https://git.example.com/team/app.git', 'branch': 'main'}).encode()
+
+    def headers(stamp: float, secret: bytes = SECRET) -> dict[str, str]:
+        text = str(int(stamp))
+        return {'Content-Type': 'application/json', webhooks.TIMESTAMP_HEADER: text,
+                webhooks.SIGNATURE_HEADER: webhooks.sign(secret, text.encode() + b'.' + body)}
+    now = time.time()
+    assert (await _post(server.port, '/hooks/generic', body, headers(now - 3600)))[0] == 401  # stale
+    assert (await _post(server.port, '/hooks/generic', body, headers(now, b'wrong')))[0] == 403
+    unsigned = {k: v for k, v in headers(now).items() if k != webhooks.SIGNATURE_HEADER}
+    assert (await _post(server.port, '/hooks/generic', body, unsigned))[0] == 401
+    assert woken.calls == []
+    assert (await _post(server.port, '/hooks/generic', body, headers(now)))[0] == 202
+    assert woken.calls == [('https://git.example.com/team/app.git', 'main')]
+    assert (await _post(server.port, '/hooks/generic', body, headers(now)))[0] == 409  # replayed
+
+
+async def test_without_a_secret_there_are_no_webhooks(tmp_path: pathlib.Path, woken: Woken) -> None:
+    for content in (None, b'', b'  \n'):
+        path = tmp_path / 'secret'
+        if content is not None:
+            path.write_bytes(content)
+        hooks = webhooks.Webhooks(secret=webhooks.secret_from_file(path), wake=woken)
+        body = push_event()
+        # An empty secret must not validate a signature made with an empty key.
+        assert hooks.handle(path='/hooks/github', headers={k.lower(): v for k, v in github_headers(
+            body, secret=b'').items()}, body=body)[0] == 404
+    assert woken.calls == []
+
+
+async def _post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    return await asyncio.to_thread(post, port, path, body, headers)
+
+
+async def _get(port: int, path: str) -> int:
+    def get() -> int:
+        connection = http.client.HTTPConnection('127.0.0.1', port, timeout=5)
+        try:
+            connection.request('GET', path)
+            return connection.getresponse().status
+        finally:
+            connection.close()
+    return await asyncio.to_thread(get)
