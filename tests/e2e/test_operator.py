@@ -107,7 +107,7 @@ def test_a_failure_in_stage_3_ends_failed_with_a_warning(cluster: Cluster, opera
 
 
 def test_a_spec_change_mid_run_supersedes_the_run(cluster: Cluster, operator: Operator, world: World):
-    world.set_script(delay={'docker.build': 4})
+    world.set_script(delay={'docker.build': 30})
     cluster.apply_secrets(**SECRETS)
     cluster.create('app', SPEC)
     wait_for(lambda: cluster.status('app').get('stageName') == 'Build', what='stage 1')
