@@ -49,7 +49,7 @@ from tests.e2e.conftest import GROUP, PLURAL, VERSION, wait_for
 from tests.e2e.operator_image import CREATE_SECONDS, IMAGE, UID, build_image, create_container, ensure_base, image_size
 
 # The first test's set-up makes the base and builds the image: minutes on a machine that has neither yet.
-pytestmark = pytest.mark.timeout(2400)
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 CONTAINER = f'panda-deploy-image-test-{os.getpid()}'
 READY_SECONDS = 240
