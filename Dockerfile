@@ -5,6 +5,11 @@
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder
+# Behind a TLS-intercepting proxy pip must trust the proxy's CA: build FROM a
+# base whose CA bundle has it and pass --build-arg
+# PIP_CERT=/etc/ssl/certs/ca-certificates.crt (README, "Building the image").
+# Unset by default; this stage is not part of the final image either way.
+ARG PIP_CERT
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -36,9 +41,10 @@ LABEL org.opencontainers.image.title="panda-deploy" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0"
-# git: GitPython drives the git binary for clones. ca-certificates: HTTPS to
-# GitHub, AWS and registries. procps: `ps`, which GitPython's
-# kill_after_timeout runs (`ps --ppid`) to end a git process tree that hangs.
+# git: the git adapter (controller/adapters/gitprocess.py) runs the git binary
+# for clones. ca-certificates: HTTPS to GitHub, AWS and registries. procps:
+# `ps` for whoever debugs inside the container; the operator needs none (it
+# ends a git process tree that hangs by killing its process group).
 # tini: PID 1, the init that reaps the children git and its helpers leave
 # behind (nothing else in the container would) and passes signals on.
 # Nothing else: the Docker engine is reached over DOCKER_HOST by the Docker

@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 from controller.sandbox.stack import ROOT, localdocker
 
@@ -33,11 +34,15 @@ def operator_environment(*, kubeconfig: pathlib.Path, aws_url: str, registry: st
     return env
 
 
-def start_operator(env: dict[str, str], log_path: pathlib.Path, *, append: bool = False) -> subprocess.Popen[bytes]:
-    """`python -m controller operator`, in this process group; returns once /healthz answers."""
+OPERATOR_ARGS = ('--standalone', '--all-namespaces')
+
+
+def start_operator(env: dict[str, str], log_path: pathlib.Path, *, append: bool = False,
+                   argv: Sequence[str] = (sys.executable, '-m', 'controller', 'operator', *OPERATOR_ARGS),
+                   ) -> subprocess.Popen[bytes]:
+    """`argv` (`python -m controller operator`), in this process group; returns once /healthz answers."""
     with log_path.open('ab' if append else 'wb') as log:
-        process = subprocess.Popen([sys.executable, '-m', 'controller', 'operator', '--standalone',
-                                    '--all-namespaces'], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(list(argv), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     health = f'http://127.0.0.1:{env["PANDA_DEPLOY_HTTP_PORT"]}/healthz'
     deadline = time.monotonic() + 60
     while localdocker.answers(health) != 200:

@@ -74,10 +74,14 @@ class Sandbox:
 
 
 def start_sandbox(stack: contextlib.ExitStack, client: docker.DockerClient, printer: ProgressPrinter, *,
-                  operator_env: dict[str, str] | None = None, timings: Timings = FAST) -> Sandbox:
+                  operator_env: dict[str, str] | None = None, timings: Timings = FAST,
+                  launch: Callable[[dict[str, str], pathlib.Path], subprocess.Popen[bytes]] = start_operator,
+                  ) -> Sandbox:
     """Start every stand-in and the operator; each is stopped when `stack` closes.
 
-    `operator_env` is added to the operator's environment; `timings` set how fast the AWS sandbox's time moves."""
+    `operator_env` is added to the operator's environment; `timings` set how fast the AWS sandbox's time
+    moves; `launch` starts the operator with that environment and its log file (e.g. the operator image in
+    a container, tests/e2e/test_image.py)."""
     temp = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix='panda-demo-')))
     base_image, registry = start_registry(stack, client, printer, temp)
     tasks = start_tasks(stack, client, registry, printer)
@@ -96,7 +100,7 @@ def start_sandbox(stack: contextlib.ExitStack, client: docker.DockerClient, prin
     env = operator_environment(kubeconfig=kubeconfig, aws_url=aws.url, registry=registry,
                                http_port=localdocker.free_port(), proxy_url=balancer.url)
     env.update(operator_env or {})
-    operator = start_operator(env, operator_log)
+    operator = launch(env, operator_log)
     printer.note(f'[sandbox] Operator running (pid {operator.pid}), metrics on '
                  f'http://127.0.0.1:{env["PANDA_DEPLOY_HTTP_PORT"]}/metrics')
 
