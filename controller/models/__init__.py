@@ -19,8 +19,10 @@ from controller.models.base import (
     MESSAGE_LIMIT,
     PLURAL,
     PROMOTE_ANNOTATION,
+    RETRY_ANNOTATION,
     SHORT_NAMES,
     SINGULAR,
+    UNDO_ANNOTATION,
     VERSION,
     Logger,
     Model,
@@ -62,6 +64,8 @@ from controller.models.status import (
     StageName,
     StageRecord,
     StageResult,
+    Trigger,
+    TriggerKind,
 )
 
 __all__ = [
@@ -101,6 +105,10 @@ __all__ = [
     'Phase',
     'PLURAL',
     'PROMOTE_ANNOTATION',
+    'RETRY_ANNOTATION',
+    'UNDO_ANNOTATION',
+    'Trigger',
+    'TriggerKind',
     'Promotion',
     'RunResult',
     'SecretKeyRef',
