@@ -1,16 +1,17 @@
 """Undo and retry: two annotations that start a run at the same generation, each handled once.
 
-`deploy.panda.dev/undo=<deploymentId>` goes back to that run of
+`deploy.panda.dev/undo=<deploymentId>[@<when>]` goes back to that run of
 `status.history`: its image (by digest) and its task definition, deployed
 again through stages 3 to 6 (the same rollout strategy and health gate) with
 no clone, build or push (Build and Push are recorded as skipped), superseding
-a run in flight. `deploy.panda.dev/retry=<deploymentId>` runs the newest run
+a run in flight. `deploy.panda.dev/retry=<deploymentId>[@<when>]` runs the newest run
 again at its revision when it failed (no branch lookup; its image is reused
 when it was pushed). The run is recorded as what it was
 (`status.trigger`, and each history entry's `trigger`: Build, Undo of X,
 Retry of Y).
 
-A value is handled once, as Flux handles `requestedAt`: the last value handled
+`@<when>` (kubectl pd adds the time) makes asking for the same run again a
+new value. A value is handled once, as Flux handles `requestedAt`: the last value handled
 is kept in status (`lastHandledUndo`, `lastHandledRetry`), so a restarted
 operator or the next watch event does not act on it again. A value that
 starts no run (malformed, naming no run of the history, a run that did not
@@ -31,6 +32,7 @@ from typing import Any
 from controller import conditions
 from controller.errors import Reason
 from controller.models import (
+    DEPLOYMENT_ID,
     RETRY_ANNOTATION,
     UNDO_ANNOTATION,
     HistoryEntry,
@@ -44,12 +46,12 @@ from controller.models import (
     Trigger,
     TriggerKind,
 )
-from controller.pipeline.recorder import DEPLOYMENT_ID
 
 ANNOTATIONS = {TriggerKind.undo: UNDO_ANNOTATION, TriggerKind.retry: RETRY_ANNOTATION}
 HANDLED_FIELDS = {TriggerKind.undo: 'last_handled_undo', TriggerKind.retry: 'last_handled_retry'}
 HANDLED_KEYS = {TriggerKind.undo: 'lastHandledUndo', TriggerKind.retry: 'lastHandledRetry'}  # in status, on the wire
-_PLAIN = re.compile(r'[\x20-\x7e]{1,64}')
+STAMPED = 64  # characters of a value: a deploymentId, '@' and a time (kubectl pd writes RFC 3339, 32)
+_PLAIN = re.compile(r'[\x20-\x7e]{1,64}')  # kept as it is in status; longer ones as their sha256
 QUOTED = 64  # characters of a value quoted in a message
 
 
@@ -108,11 +110,12 @@ def new_values(annotations: Mapping[str, Any], status: PandaDeployStatus,
 def judge(kind: TriggerKind, value: str, status: PandaDeployStatus, *, in_flight: str | None) -> Request | Refusal:
     """The run a value asks for, or why it asks for none."""
     name = ANNOTATIONS[kind]
-    if not DEPLOYMENT_ID.fullmatch(value):
+    run_id = value.split('@', 1)[0]  # `dep_x@<when>`: the same run asked for again is a new value
+    if not DEPLOYMENT_ID.fullmatch(run_id) or len(value) > STAMPED:
         return Refusal(kind, value, Reason.REQUEST_MALFORMED,
                        f'{name}={value[:QUOTED]!r} names no run: it takes a deploymentId (dep_ and 10 characters) '
                        'from status.history')
-    entry = next((h for h in status.history if h.deployment_id == value), None)
+    entry = next((h for h in status.history if h.deployment_id == run_id), None)
     if entry is None:
         kept = ', '.join(h.deployment_id for h in status.history[:5]) or 'none'
         return Refusal(kind, value, Reason.UNDO_TARGET_NOT_FOUND if kind == TriggerKind.undo
@@ -121,6 +124,7 @@ def judge(kind: TriggerKind, value: str, status: PandaDeployStatus, *, in_flight
     if kind == TriggerKind.undo:
         return _judge_undo(value, entry)
     return _judge_retry(value, entry, status, in_flight=in_flight)
+
 
 
 def _judge_undo(value: str, entry: HistoryEntry) -> Request | Refusal:
@@ -144,7 +148,7 @@ def _judge_retry(value: str, entry: HistoryEntry, status: PandaDeployStatus, *,
         return Refusal(TriggerKind.retry, value, Reason.RETRY_NOT_APPLICABLE,
                        f'{RETRY_ANNOTATION}={value}: that run ended {entry.result.value}; only a failed run is '
                        'retried')
-    if status.history[0].deployment_id != value or status.phase != Phase.failed:
+    if status.history[0].deployment_id != entry.deployment_id or status.phase != Phase.failed:
         return Refusal(TriggerKind.retry, value, Reason.RETRY_NOT_APPLICABLE,
                        f'{RETRY_ANNOTATION}={value}: a later run ({status.history[0].deployment_id}) came after it; '
                        'only the newest run is retried')

@@ -14,6 +14,7 @@ from __future__ import annotations
 from controller.models.base import (
     ABORT_ANNOTATION,
     API_VERSION,
+    DEPLOYMENT_ID,
     GROUP,
     KIND,
     MESSAGE_LIMIT,
@@ -74,6 +75,7 @@ __all__ = [
     'MESSAGE_LIMIT',
     'ABORT_ANNOTATION',
     'API_VERSION',
+    'DEPLOYMENT_ID',
     'Aws',
     'BlueGreen',
     'CanarySteps',

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import string
 import threading
 from collections.abc import Mapping
@@ -32,6 +31,7 @@ from typing import Any, Protocol
 
 from controller import conditions, metrics
 from controller.errors import PandaDeployError, Reason, Stall
+from controller.models import DEPLOYMENT_ID as DEPLOYMENT_ID  # what new_deployment_id makes; its users import it here
 from controller.models import (
     HistoryEntry,
     PandaDeployStatus,
@@ -54,9 +54,6 @@ class Sink(Protocol):
 
     def progress(self, line: str) -> None:
         """One progress line (log or print); called from worker threads too."""
-
-
-DEPLOYMENT_ID = re.compile(r'dep_[a-z0-9]{10}')  # what new_deployment_id makes
 
 
 def new_deployment_id() -> str:

@@ -20,6 +20,7 @@ import time
 from typing import Any, TextIO
 
 from controller.models import StageName
+from controller.plugin.lines import health_summary as health_summary  # one wording, shared with kubectl pd watch
 
 
 @dataclasses.dataclass
@@ -199,12 +200,6 @@ class ProgressPrinter:
             self._print(line)
         else:
             self._held_checks.append(line)
-
-
-def health_summary(check: dict[str, Any]) -> str:
-    """status.healthCheck in one line."""
-    return (f'Health checks {check.get("passed", 0)}/{check.get("total", 0)} passed on {check.get("url")} '
-            f'(median {check.get("latencyMedianMs")} ms, max {check.get("latencyMaxMs")} ms)')
 
 
 def _rv(obj: dict[str, Any]) -> int:
