@@ -68,7 +68,8 @@ def run_lines(obj: Mapping[str, Any]) -> list[str]:
         lines.append(str(status.get('message') or 'Pending'))  # queued, or stalled before its first stage
     for record in sorted(status.get('stages') or [], key=lambda r: int(r.get('number') or 0)):
         number, name, result = record.get('number'), record.get('name'), record.get('result')
-        lines.append(f'[Stage {number}] {name} started')
+        if record.get('reason') != 'Undo':  # an undo records Build and Push as skipped before it starts
+            lines.append(f'[Stage {number}] {name} started')
         if name == StageName.verify.value:
             lines += [f'[Stage {number}] {line}' for line in _verify_lines(status)]
         message = record.get('message') or result

@@ -131,6 +131,10 @@ def test_watch_replays_a_run_that_started_before_it_then_follows_it_live(stack, 
     assert lines.index(checks[-1]) < lines.index(next(line for line in lines if 'Health checks 5/5 passed' in line))
     assert lines[-1] == f'Run {run} Succeeded: {status["message"]}'
     assert len(lines) == len(set(lines))
+    # The write budget, counted by the API emulator (tests/unit/test_progress_budget.py for more checks): 8 status
+    # patches + checks 2-4 shown while they ran, 7 Events, Kopf's finalizer and annotation: 20 (25 at most).
+    writes = [w for w in cluster.writes_for('watched') if w != ('POST', 'pandadeploys', None)]  # but the create
+    assert len(writes) == 20 and writes.count(('PATCH', 'pandadeploys', 'status')) == 11, writes
     # Called after the run ended: the whole run again, and its result.
     assert pd(stack, 'watch', 'watched').stdout.splitlines() == lines
 
@@ -219,7 +223,7 @@ def test_undo_goes_back_to_the_earlier_image_and_task_definition_without_a_build
     assert deployment['taskdef'] == first['taskDefinitionArn']
     watched = pd(stack, 'watch', 'undone').stdout.splitlines()
     assert watched[0] == f'Run {status["deploymentId"]} started for generation 2: undo to {first["deploymentId"]}'
-    assert watched[2] == f'[Stage 1] Undo to {first["deploymentId"]}: revision {first["revision"][:7]}, no build'
+    assert watched[1] == f'[Stage 1] Undo to {first["deploymentId"]}: revision {first["revision"][:7]}, no build'
 
     # --to names the run; the same run asked for again is a new request (the value carries the time).
     pd(stack, 'undo', 'undone', '--to', second['deploymentId'])
