@@ -238,3 +238,24 @@ def test_reconcile_sets_requested_at_to_the_time(stack, cluster: Cluster, world:
     pd(stack, 'reconcile', 'requested')
     value = cluster.get('requested')['metadata']['annotations']['deploy.panda.dev/requestedAt']
     assert before - 1 <= datetime.datetime.fromisoformat(value).timestamp() <= time.time()
+
+
+def test_an_undo_supersedes_the_run_in_flight(stack, cluster: Cluster, world: World):
+    cluster.create('rushed', spec('rushed'))
+    first = run_ended(cluster, 'rushed')
+    world.set_script(commit='slow', delay={'docker.build': 30})
+    cluster.patch('rushed', {'spec': {'healthCheck': {'checks': 2}}})
+    wait_for(lambda: cluster.status('rushed').get('stageName') == 'Build'
+             and cluster.status('rushed')['deploymentId'] != first['deploymentId'], what='run 2 building')
+    building = cluster.status('rushed')['deploymentId']
+
+    refused = pd(stack, 'undo', 'rushed', check=False)  # run 2 is not in history yet: nothing else to go back to
+    assert refused.returncode == 1 and 'no earlier succeeded run' in refused.stderr
+    pd(stack, 'undo', 'rushed', '--to', first['deploymentId'])
+    status = run_ended(cluster, 'rushed', after=building)
+
+    assert [(h['deploymentId'], h['result'], h['trigger']['kind']) for h in status['history'][:3]] == [
+        (status['deploymentId'], 'Succeeded', 'Undo'), (building, 'Superseded', 'Build'),
+        (first['deploymentId'], 'Succeeded', 'Build')]
+    wait_for(lambda: world.calls('docker.build:cancelled'), timeout=10, what='the superseded build told to stop')
+    assert status['taskDefinitionArn'] == first['taskDefinitionArn']
