@@ -39,6 +39,11 @@ class Reason:
     NO_PATH_CHANGED = 'NoPathChanged'  # an Event: the new head changes no file under spec.source.paths
     REDEPLOY_REQUESTED = 'RedeployRequested'  # an Event: a new deploy.panda.dev/requestedAt value starts a run
     STATUS_NOT_SAVED = 'StatusNotSaved'  # a Warning Event: the run's status could not be written; picked up again
+    # Warning Events: an undo or retry annotation value that starts no run (controller/reruns.py).
+    REQUEST_MALFORMED = 'RequestMalformed'  # not a deploymentId
+    UNDO_TARGET_NOT_FOUND = 'UndoTargetNotFound'  # no such run in status.history
+    UNDO_TARGET_UNUSABLE = 'UndoTargetUnusable'  # a run that did not succeed, or recorded no image digest/task def
+    RETRY_NOT_APPLICABLE = 'RetryNotApplicable'  # not the newest run, or it did not fail, or a run is in flight
     # Stalls: need a spec or Secret change.
     INVALID_SPEC = 'InvalidSpec'
     SECRET_NOT_FOUND = 'SecretNotFound'

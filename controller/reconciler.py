@@ -1,39 +1,35 @@
 """One run per resource at a time: start, resume, queue, supersede, cancel.
 
-Kopf calls `reconcile` on create, on resume (operator start) and on spec
-changes; the reconciler decides from the generation and the recorded status
-whether a run is due, and drives it in a background task so Kopf's handler
-returns at once. Runs take one of `workers` slots in arrival order; the ones
-that wait are shown as Pending/Queued. A new generation supersedes the run in
-flight; deletion cancels it. Preflight problems (invalid spec, missing
-Secret) stall the resource with a reason and are retried with backoff, so it
-recovers by itself once fixed.
+Kopf calls `reconcile` on create, on resume (operator start) and on spec changes; the reconciler decides from
+the generation and the recorded status whether a run is due, and drives it in a background task so Kopf's
+handler returns at once. Runs take one of `workers` slots in arrival order; the ones that wait are shown as
+Pending/Queued. A new generation supersedes the run in flight; deletion cancels it. Preflight problems
+(invalid spec, missing Secret) stall the resource with a reason and are retried with backoff, so it recovers
+by itself once fixed.
 
-The promote and abort annotations each name the run they are for (its
-`deploymentId`). Annotations bump no generation, so Kopf hands every watch
-event to `annotated`: it keeps the promote value for the waiting run to read
-and aborts the run in flight that the abort value names. A value naming
-another run does nothing; when it is new, one Warning Event says so.
+The promote and abort annotations each name the run they are for (its `deploymentId`). Annotations bump no
+generation, so Kopf hands every watch event to `annotated`: it keeps the promote value for the waiting run to
+read and aborts the run in flight that the abort value names. A value naming another run does nothing; when it
+is new, one Warning Event says so. The undo and retry annotations start a run at the same generation, each
+value once (controller/reruns.py). controller.follow asks for a run at the branch head (`wanted`).
 
-Nothing stuck: a handle exists only while a run is in flight, and knows the
-resource's uid (a resource deleted unseen and made again under its name starts
-afresh). A run whose status cannot be written (`StatusNotSaved`) says so (log,
-Event) and is picked up again with backoff from the status last written, as
-after a restart. `spec.suspend` starts no run and lets the one in flight end.
+Nothing stuck: a handle exists only while a run is in flight, and knows the resource's uid (a resource deleted
+unseen and made again under its name starts afresh). A run whose status cannot be written (`StatusNotSaved`)
+says so (log, Event) and is picked up again with backoff from the status last written, as after a restart.
+`spec.suspend` starts no run and lets the one in flight end.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pydantic
 
-from controller import conditions, credentials, tenancy
+from controller import conditions, credentials, reruns, tenancy
 from controller.adapters import Notifier, Silent
 from controller.egress import GitHosts, SourceNotAllowed
 from controller.errors import Aborted, NotificationNotAllowed, Reason, SecretForbidden, Stall, StatusNotSaved
@@ -46,55 +42,17 @@ from controller.models import (
     PandaDeployStatus,
     Phase,
     RunResult,
+    TriggerKind,
     describe_validation_error,
 )
 from controller.pipeline import Engine, Recorder, Run
 from controller.pipeline.recorder import DEPLOYMENT_ID
+from controller.slots import Slots
 
 Key = tuple[str, str]
 STALL_BACKOFF = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 NOT_SAVED_BACKOFF = (2.0, 5.0, 10.0, 30.0, 60.0)  # before a run whose status was not saved is picked up again
 RECENT_STATUSES = 256  # the last saved status of recently finished runs, kept by uid
-
-
-class Slots:
-    """A FIFO of run slots: at most `size` runs at once, the rest start in arrival order."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.busy = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    @contextlib.asynccontextmanager
-    async def take(self, *, on_queued: Callable[[int], Awaitable[None]]) -> AsyncIterator[None]:
-        if self.busy < self.size and not self._waiters:
-            self.busy += 1
-        else:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await on_queued(len(self._waiters) - 1)
-                await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._release()  # the slot was handed to us as we were cancelled: pass it on
-                else:
-                    waiter.cancel()
-                    with contextlib.suppress(ValueError):
-                        self._waiters.remove(waiter)
-                raise
-        try:
-            yield
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # hand the slot over; busy stays the same
-                return
-        self.busy -= 1
 
 
 class KubeSink:
@@ -153,6 +111,7 @@ class Reconciler:
         self._handles: dict[Key, Handle] = {}  # runs in flight only
         self._recent: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()  # uid -> saved
         self._annotations: dict[Key, dict[str, str]] = {}  # promote and abort, as last seen on the watch stream
+        self._handled: dict[Key, dict[TriggerKind, str]] = {}  # undo and retry values handled, not yet saved
 
     @staticmethod
     def key_of(body: Mapping[str, Any]) -> Key:
@@ -166,8 +125,10 @@ class Reconciler:
         handle = self._handles.get(key)
         return handle is not None and not handle.task.done()
 
-    async def reconcile(self, *, body: Mapping[str, Any], logger: Logger, wanted: bool = False) -> None:
-        """`wanted`: a run at the branch head is asked for (controller.follow) even if this generation ran."""
+    async def reconcile(self, *, body: Mapping[str, Any], logger: Logger, wanted: bool = False,
+                        request: reruns.Request | None = None) -> None:
+        """A run when one is due, or asked for: `wanted`, at the branch head (controller.follow) even if this
+        generation ran; `request`, an undo or retry (controller/reruns.py)."""
         key, uid = self.key_of(body), self.uid_of(body)
         generation = int(body['metadata'].get('generation') or 1)
         # What this operator last wrote is newer than the body Kopf handed us (its watch may lag behind).
@@ -178,20 +139,22 @@ class Reconciler:
             await self._stop(handle, RunResult.cancelled, detach=True)
             handle = None
         if handle is not None and not handle.task.done():
-            if handle.generation == generation:
+            if handle.generation == generation and request is None:
                 return  # already on it
             if (body.get('spec') or {}).get('suspend'):
                 logger.info('spec.suspend: the run for generation %d goes on to its end; no new run starts',
                             handle.generation)
                 return
-            logger.info('Generation %d supersedes the run for generation %d', generation, handle.generation)
+            logger.info('%s supersedes the run for generation %d', f'Generation {generation}' if request is None
+                        else f'{reruns.ANNOTATIONS[request.kind]}={request.value}', handle.generation)
             await self._stop(handle, RunResult.superseded)
             if handle.sink is not None:
                 status_raw = handle.sink.saved
         status = PandaDeployStatus.model_validate(status_raw)
-        if not self._due(status, generation, body) and not (wanted and not (body.get('spec') or {}).get('suspend')):
+        wanted = wanted and not (body.get('spec') or {}).get('suspend')
+        if request is None and not wanted and not self._due(status, generation, body):
             return
-        task = asyncio.create_task(self._drive(key, body, generation, status, dict(status_raw), logger),
+        task = asyncio.create_task(self._drive(key, body, generation, status, dict(status_raw), logger, request),
                                    name=f'panda-deploy run {key[0]}/{key[1]} gen {generation}')
         self._handles[key] = Handle(uid=uid, generation=generation, task=task)
 
@@ -217,11 +180,13 @@ class Reconciler:
         key = self.key_of(body)
         if deleted:
             self._annotations.pop(key, None)
+            self._handled.pop(key, None)
             return
         found = body['metadata'].get('annotations') or {}
         values = {name: str(found[name]) for name in (PROMOTE_ANNOTATION, ABORT_ANNOTATION) if found.get(name)}
         before = self._annotations.get(key)
         self._annotations[key] = values
+        await self._reruns(body, found, logger)
         abort = values.get(ABORT_ANNOTATION)
         if abort is None:
             return
@@ -261,6 +226,37 @@ class Reconciler:
         await KubeSink(kube=self.kube, ref=ref, saved={}, logger=logger).event(
             type='Warning', reason=Reason.ABORT_IGNORED, message=message)
 
+    async def _reruns(self, body: Mapping[str, Any], found: Mapping[str, Any], logger: Logger) -> None:
+        """Undo and retry values not handled yet: start the run each asks for, or say once why not (reruns.py)."""
+        key = self.key_of(body)
+        handle = self._handles.get(key)
+        run = handle.run if handle is not None and self.running(key) else None
+        saved = handle.sink.saved if handle is not None and handle.sink is not None else None
+        status = PandaDeployStatus.model_validate(saved or self._recent.get(self.uid_of(body)) or body.get('status')
+                                                  or {})
+        seen = self._handled.setdefault(key, {})
+        for kind, value in reruns.new_values(found, status, seen):
+            seen[kind] = reruns.handled_token(value)
+            in_flight = (run.status.deployment_id if run is not None else 'starting') if self.running(key) else None
+            verdict = reruns.judge(kind, value, status, in_flight=in_flight)
+            if isinstance(verdict, reruns.Request):
+                await self.reconcile(body=body, logger=logger, request=verdict)
+                continue
+            logger.info('%s', verdict.message)
+            field = reruns.HANDLED_FIELDS[kind]
+            try:
+                if run is not None:  # the run's recorder is the one writer of its status
+                    await run.recorder.record({field: verdict.token})
+                else:
+                    patch = {reruns.HANDLED_KEYS[kind]: verdict.token}
+                    await asyncio.to_thread(self.kube.patch_status, namespace=key[0], name=key[1], patch=patch)
+                    self._recent.get(self.uid_of(body), {}).update(patch)
+            except KubeError as exc:
+                logger.warning('Could not record %s as handled: %s', reruns.ANNOTATIONS[kind], exc)
+            ref = {'namespace': key[0], 'name': key[1], 'uid': self.uid_of(body)}
+            await KubeSink(kube=self.kube, ref=ref, saved={}, logger=logger).event(
+                type='Warning', reason=verdict.reason, message=verdict.message)
+
     async def forget(self, *, body: Mapping[str, Any], logger: Logger) -> None:
         """The resource is being deleted: cancel its run (AWS resources stay)."""
         key = self.key_of(body)
@@ -298,7 +294,7 @@ class Reconciler:
         await asyncio.gather(handle.task, return_exceptions=True)
 
     async def _drive(self, key: Key, body: Mapping[str, Any], generation: int, status: PandaDeployStatus,
-                     saved: dict[str, Any], logger: Logger) -> None:
+                     saved: dict[str, Any], logger: Logger, request: reruns.Request | None = None) -> None:
         """The run to its end. One whose status cannot be written is picked up again with backoff, from the
         status last written, while the resource is the same one at the same generation; then the handle goes."""
         await asyncio.sleep(0)  # let reconcile() register the handle
@@ -309,10 +305,11 @@ class Reconciler:
                                 saved=saved, logger=logger)
                 handle.sink = sink
                 try:
-                    await self._run(key, handle, body, generation, status, sink, logger)
+                    await self._run(key, handle, body, generation, status, sink, logger, request)
                     return
                 except StatusNotSaved as exc:
                     body = await self._pick_up_again(key, body, sink, exc, attempt, logger)
+                    request = None  # picked up from what status says
                 saved = dict(body.get('status') or {})
                 status = PandaDeployStatus.model_validate(saved)
                 same = self.uid_of(body) == handle.uid and int(body['metadata'].get('generation') or 1) == generation
@@ -322,7 +319,7 @@ class Reconciler:
             self._finished(key, handle)
 
     async def _run(self, key: Key, handle: Handle, body: Mapping[str, Any], generation: int,
-                   status: PandaDeployStatus, sink: KubeSink, logger: Logger) -> None:
+                   status: PandaDeployStatus, sink: KubeSink, logger: Logger, request: reruns.Request | None) -> None:
         recorder = Recorder(sink=sink, status=status, generation=generation)  # the run's one writer of status
         try:
             try:
@@ -341,10 +338,12 @@ class Reconciler:
             handle.run = run
             recorder.notices = self.notifier.for_run(namespace=key[0], name=key[1], spec=spec, credentials=creds)
             # A run that had started for this generation when the operator stopped: pick it up.
-            resuming = (status.observed_generation == generation and status.deployment_id is not None
-                        and status.phase == Phase.progressing and status.started_at is not None)
+            resuming = (request is None and status.observed_generation == generation
+                        and status.deployment_id is not None and status.phase == Phase.progressing
+                        and status.started_at is not None)
             if not resuming:
                 recorder.begin()
+                reruns.begin(recorder.status, request, generation=generation)
             async with self.slots.take(on_queued=lambda ahead: recorder.queued(ahead=ahead)):
                 await self.engine.drive(run)
         except (asyncio.CancelledError, StatusNotSaved):

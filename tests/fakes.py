@@ -313,7 +313,7 @@ class FakeEcsDeployments:
         return ServiceDeploymentState(arn=arn, status=d['status'], lifecycle_stage=stage, status_reason=d['reason'],
                                       paused_hook='ecs-pause-1' if at_hook else None,
                                       hook_passed=d['continued'] is not None, replaced_by=d.get('replaced_by'),
-                                      production_percent=100.0 if d['status'] == 'SUCCESSFUL' else None)
+                                      production_percent=_share(d, script))
 
     def continue_deployment(self, arn: str, *, hook_id: str, rollback: bool = False) -> None:
         self.world.step('ecs_deployments.rollback' if rollback else 'ecs_deployments.continue')
@@ -332,6 +332,18 @@ class FakeEcsDeployments:
             state = self.world.state()
             state['service_deployments'][arn].update(fields)
             self.world.save(state)
+
+
+def _share(deployment: dict[str, Any], script: dict[str, Any]) -> float | None:
+    """The new revision's share of production: 100 once SUCCESSFUL; while production moves, with `steps` in the
+    script (e.g. [10, 100] for a canary), the step reached by the time passed of `shift_after`."""
+    if deployment['status'] == 'SUCCESSFUL':
+        return 100.0
+    steps = script.get('steps')
+    if deployment['status'] != 'IN_PROGRESS' or deployment['continued'] is None or not steps:
+        return None
+    elapsed = (time.time() - deployment['continued']) / float(script.get('shift_after', 0.1))
+    return float(steps[min(len(steps) - 1, int(elapsed * len(steps)))])
 
 
 class FakeLoadBalancer:

@@ -21,6 +21,9 @@ API_VERSION = f'{GROUP}/{VERSION}'
 PROMOTE_ANNOTATION = f'{GROUP}/promote'  # value: the deploymentId of the one run whose manual promotion may go on
 REQUESTED_AT_ANNOTATION = f'{GROUP}/requestedAt'  # any new value: a run now at the branch head
 ABORT_ANNOTATION = f'{GROUP}/abort'  # value: the deploymentId of the run to stop with rollback (Failed, Aborted)
+UNDO_ANNOTATION = f'{GROUP}/undo'  # value: the deploymentId of a succeeded run in status.history to go back to
+RETRY_ANNOTATION = f'{GROUP}/retry'  # value: the deploymentId of the failed run to run again at its revision
+DEPLOYMENT_ID = re.compile(r'dep_[a-z0-9]{10}')  # a run's id (status.deploymentId), as the recorder makes them
 
 # Kubernetes object names (DNS-1123 subdomain) and Secret keys.
 _DNS_NAME = r'^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$'

@@ -61,6 +61,25 @@ class RunResult(str, enum.Enum):
     cancelled = 'Cancelled'
 
 
+class TriggerKind(str, enum.Enum):
+    build = 'Build'
+    undo = 'Undo'
+    retry = 'Retry'
+
+
+RequestValue = Annotated[str, Field(max_length=71, pattern=r'^[^\x00-\x1f\x7f]*$')]
+"""An annotation value as status keeps it: the value, or `sha256:` and its hash when it is long (see reruns.py)."""
+
+
+class Trigger(Model):
+    """What started a run."""
+    kind: TriggerKind
+    """Build (a new generation: the spec's source, built), Undo (deploy.panda.dev/undo: an earlier run's image
+    and task definition, no build) or Retry (deploy.panda.dev/retry: a failed run again at its revision)."""
+    of: str | None = Field(default=None, max_length=14)
+    """The run undone to (Undo) or retried (Retry): its deploymentId."""
+
+
 class Condition(Model):
     """A kstatus condition."""
     type: str
@@ -147,6 +166,12 @@ class HistoryEntry(Model):
     """Image URI the run deployed."""
     active_color: Literal['blue', 'green'] | None = None
     """Colour that served production traffic when the run ended."""
+    image_digest: str | None = None
+    """Digest of the image the run deployed (what an undo to this run deploys again)."""
+    task_definition_arn: str | None = None
+    """ECS task definition the run deployed (what an undo to this run deploys again)."""
+    trigger: Trigger | None = None
+    """What started the run: Build, Undo of a run, Retry of a run."""
 
 
 class BranchHead(Model):
@@ -218,6 +243,12 @@ class PandaDeployStatus(Model):
     """The branch head last seen while following the branch (spec.source.interval or a webhook)."""
     last_handled_requested_at: Annotated[str, Field(max_length=256)] | None = None
     """The last value of the deploy.panda.dev/requestedAt annotation that started a run."""
+    trigger: Trigger | None = None
+    """What started the current or last run: Build, Undo of a run, Retry of a run."""
+    last_handled_undo: RequestValue | None = None
+    """The deploy.panda.dev/undo value last handled (acted on or refused): a value is handled once."""
+    last_handled_retry: RequestValue | None = None
+    """The deploy.panda.dev/retry value last handled (acted on or refused): a value is handled once."""
 
     def set_stage(self, name: StageName | None) -> None:
         if name is None:

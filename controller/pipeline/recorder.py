@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import string
 import threading
 from collections.abc import Mapping
@@ -33,7 +32,18 @@ from typing import Any, Protocol
 from controller import conditions, metrics
 from controller.adapters import RunNotices, Silent
 from controller.errors import PandaDeployError, Reason, Stall
-from controller.models import HistoryEntry, PandaDeployStatus, Phase, RunResult, StageName, StageRecord, StageResult
+from controller.models import DEPLOYMENT_ID as DEPLOYMENT_ID  # what new_deployment_id makes; its users import it here
+from controller.models import (
+    HistoryEntry,
+    PandaDeployStatus,
+    Phase,
+    RunResult,
+    StageName,
+    StageRecord,
+    StageResult,
+    Trigger,
+    TriggerKind,
+)
 
 
 class Sink(Protocol):
@@ -45,9 +55,6 @@ class Sink(Protocol):
 
     def progress(self, line: str) -> None:
         """One progress line (log or print); called from worker threads too."""
-
-
-DEPLOYMENT_ID = re.compile(r'dep_[a-z0-9]{10}')  # what new_deployment_id makes
 
 
 def new_deployment_id() -> str:
@@ -124,6 +131,7 @@ class Recorder:
         s.promotion = None
         s.started_at = s.completed_at = s.duration_seconds = None
         s.message = None
+        s.trigger = Trigger(kind=TriggerKind.build)  # an undo or retry says so next (controller/reruns.py)
         conditions.remove(s, *conditions.STAGE_TYPES)
 
     async def queued(self, *, ahead: int) -> None:
@@ -146,7 +154,7 @@ class Recorder:
         if resumed:
             message = f'Run {s.deployment_id} resumed at stage {s.stage or "1"} for generation {self.generation}'
         else:
-            message = f'Run {s.deployment_id} started for generation {self.generation}'
+            message = f'Run {s.deployment_id} started for generation {self.generation}{_why(s.trigger)}'
         s.message = message
         conditions.summarise(s, reason=Reason.PROGRESSING, message=message, generation=self.generation)
         self._dirty = True
@@ -174,6 +182,16 @@ class Recorder:
         self._dirty = True  # saved with the stage's first record, first wait or end
         self.sink.progress(f'[Stage {name.number}] {name.value} started')
         return record
+
+    def show(self, name: StageName, message: str, *, save: bool) -> None:
+        """Progress inside a stage (a check, a traffic step) in status.message and the conditions; `save`: it
+        needs a write of its own (the engine's next flush), else it travels with the next one (progress.py)."""
+        s = self.status
+        s.message = message
+        conditions.set_condition(s, type=name.value, value='Unknown', reason=Reason.PROGRESSING, message=message,
+                                 generation=self.generation)
+        conditions.summarise(s, reason=Reason.PROGRESSING, message=message, generation=self.generation)
+        self._dirty = self._dirty or save
 
     async def record(self, fields: Mapping[str, Any], *, abandoned: threading.Event | None = None) -> None:
         """Write external ids as soon as they are known (not for a stage the engine gave up on)."""
@@ -255,7 +273,8 @@ class Recorder:
             deployment_id=s.deployment_id or '', generation=self.generation, revision=s.revision,
             result=result, reason=reason, message=message, started_at=started, completed_at=s.completed_at,
             duration_seconds=s.duration_seconds, image_uri=s.image.uri if s.image else None,
-            active_color=s.active_color)
+            image_digest=s.image.digest if s.image else None, task_definition_arn=s.task_definition_arn,
+            active_color=s.active_color, trigger=s.trigger)
         s.history = [entry, *s.history][:history_limit]
         if result == RunResult.succeeded:
             s.phase = Phase.succeeded
@@ -275,6 +294,13 @@ class Recorder:
             await self.sink.event(type='Warning' if result == RunResult.failed else 'Normal', reason=reason,
                                   message=message)
         self.sink.progress(f'Run {s.deployment_id} {result.value}: {message}')
+
+
+def _why(trigger: Trigger | None) -> str:
+    """': undo to dep_x' or ': retry of dep_y' (nothing for a build)."""
+    if trigger is None or trigger.kind == TriggerKind.build:
+        return ''
+    return f': {"undo to" if trigger.kind == TriggerKind.undo else "retry of"} {trigger.of}'
 
 
 def _seconds(record: StageRecord) -> float:

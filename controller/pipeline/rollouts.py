@@ -24,6 +24,7 @@ from typing import Protocol
 from controller.adapters import DeploymentState, ServiceDeploymentState
 from controller.errors import HealthCheckFailed, Reason, StageFailed
 from controller.models import PandaDeploySpec
+from controller.pipeline.progress import traffic_step
 from controller.pipeline.stage import Done, StageContext, Wait
 
 
@@ -183,6 +184,8 @@ def ecs_state(ctx: StageContext, arn: str) -> ServiceDeploymentState:
         where = f' {state.lifecycle_stage}' if state.lifecycle_stage else ''
         on = f', {share}% of production on the new revision' if share and state.status == 'IN_PROGRESS' else ''
         ctx.progress(f'Service deployment {state.status}{where}{on}')
+        if on and state.production_percent:  # a traffic step, shown in status while it happens (progress.py)
+            ctx.show(traffic_step(ctx.spec, state.production_percent))
     return state
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from controller.credentials import Credentials, credentials_used, redact
 from controller.errors import PandaDeployError, StageFailed
 from controller.models import Logger, PandaDeploySpec, PandaDeployStatus, RunResult
+from controller.pipeline.progress import ProgressBudget
 from controller.pipeline.recorder import Recorder
 
 
@@ -37,6 +38,8 @@ class Run:
     cancel_result: RunResult | None = None
     # Set with cancel_result Failed by whoever aborts the run (the abort annotation): its reason and message.
     abort: StageFailed | None = None
+    # Which progress points (checks, traffic steps) get a status write of their own (progress.py).
+    progress: ProgressBudget | None = None
 
     @property
     def status(self) -> PandaDeployStatus:

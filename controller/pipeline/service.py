@@ -14,12 +14,15 @@ The task definition names the image by digest (`repository@sha256:…`), not
 by tag: what runs is exactly what Push recorded, even if the tag is moved
 later (a repository created with mutable tags, or deleted and re-created).
 The same image again is the same definition, so no new revision.
+
+An undo (controller/reruns.py) deploys the task definition its run recorded,
+as it was, without registering one from today's spec.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from controller.models import ImageStatus, PandaDeploySpec, StageName
+from controller.models import ImageStatus, PandaDeploySpec, StageName, TriggerKind
 from controller.pipeline.stage import Done, StageContext
 
 
@@ -69,7 +72,12 @@ class Service:
         spec, ecs = ctx.spec, ctx.adapters.ecs
         image = ctx.status.image
         assert image is not None, 'Push records the image before Service runs'
-        arn, registered = ecs.register_task_definition(task_definition(spec, image_uri=pinned_image(image)))
+        trigger = ctx.status.trigger
+        if trigger is not None and trigger.kind == TriggerKind.undo and ctx.status.task_definition_arn:
+            arn, registered = ctx.status.task_definition_arn, False  # the undone-to run's, as it was
+            ctx.progress(f'Undo to {trigger.of}: its task definition {arn}')
+        else:
+            arn, registered = ecs.register_task_definition(task_definition(spec, image_uri=pinned_image(image)))
         if spec.ecs_native:
             return _ecs_rollout(ctx, arn, registered=registered)
         if registered:  # a new revision: saved before the service may be created with it

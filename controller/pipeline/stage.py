@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from controller.adapters import Adapters
 from controller.models import PandaDeployStatus, StageName
+from controller.pipeline.progress import ProgressBudget, expected_points
 from controller.pipeline.run import Run
 
 
@@ -72,6 +74,19 @@ class StageContext:
 
     def progress(self, message: str) -> None:
         self.run.recorder.progress(f'[Stage {self.name.number}] {self.run.redact(message)}')
+
+    def show(self, message: str) -> None:
+        """Progress inside the stage (a check, a traffic step) in status, within the run's write budget; logged
+        too. From the worker thread, like `record`."""
+        self.progress(message)
+        if self.cancel.is_set():
+            return
+        run = self.run
+        if run.progress is None:
+            run.progress = ProgressBudget(expected_points(run.spec))
+        save = run.progress.take()
+        showing = functools.partial(run.recorder.show, self.name, run.redact(message), save=save)
+        self._loop.call_soon_threadsafe(showing)
 
     def record(self, **fields: Any) -> None:
         """Persist outputs now (from the worker thread), before the stage goes on.

@@ -172,8 +172,8 @@ class Verify:
         ok = probe.status == check.expected_status
         if not ok:
             progress.errors.append(probe.error or f'HTTP {probe.status}')
-        ctx.progress(f'HealthCheck in progress - Check {done + 1}/{check.checks}'
-                     + ('' if ok else f' failed ({progress.errors[-1]})'))
+        ctx.show(f'HealthCheck in progress - Check {done + 1}/{check.checks}'
+                 + ('' if ok else f' failed ({progress.errors[-1]})'))
         if done + 1 < check.checks:
             return Wait(check.interval_seconds)
         return None

@@ -37,8 +37,9 @@ async def test_an_ecs_rollout_passes_the_hook_and_succeeds_within_codedeploys_wr
     assert sink.saves[first]['stageName'] in ('Service', 'BlueGreen')
     assert 'SUCCESSFUL' in status.stage_record(StageName.complete).message
     assert 'bake' in status.stage_record(StageName.complete).message
-    # The same budget as a CodeDeploy rollout (test_pipeline): 8 status patches and 7 Events (+2 of Kopf's: 17).
-    assert len(sink.saves) <= 8 and len(sink.events) <= 7, (len(sink.saves), len(sink.events))
+    # The same budget as a CodeDeploy rollout (test_pipeline): 9 status patches (one of them check 2/3's, shown
+    # while it happens) and 7 Events (+2 of Kopf's: 18); tests/unit/test_progress_budget.py for more checks.
+    assert len(sink.saves) <= 9 and len(sink.events) <= 7, (len(sink.saves), len(sink.events))
 
 
 async def test_a_failed_check_at_the_hook_rolls_back_there(world, pool):

@@ -102,8 +102,13 @@ async def test_a_run_passes_six_stages_in_order_and_records_each(world, pool):
     assert td_saved['stageName'] == 'Service' and not td_saved.get('codeDeployDeploymentId')
     # The write budget (issue 7: at most 20 API writes per deployment, 2 of them Kopf's): the revision,
     # Build's and Push's ends, the task definition, the deployment, Verify's first wait, the checks' result
-    # (before traffic moves), and the end; 7 Events.
-    assert len(sink.saves) == 8 and len(sink.events) == 7
+    # (before traffic moves), and the end; 7 Events. Plus the check count while the checks run (issue 14 item 7,
+    # controller/pipeline/progress.py): check 1/3 rides Verify's first wait, 3/3 the checks' result, 2/3 is one
+    # write of its own.
+    assert len(sink.saves) == 9 and len(sink.events) == 7
+    assert [s['message'] for s in sink.saves if 'Check' in s.get('message', '')] == [
+        'HealthCheck in progress - Check 1/3', 'HealthCheck in progress - Check 2/3',
+        'HealthCheck in progress - Check 3/3']
 
 
 async def test_a_run_that_finds_everything_done_writes_its_status_once_and_no_event(world, pool):

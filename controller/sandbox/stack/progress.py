@@ -3,9 +3,10 @@
 Why this way: progress is shown by watching the resource and its Events
 through the Kubernetes API, as `kubectl get -w` would, never the operator's
 log. The two watch streams are merged in resourceVersion order (the
-emulator's is global, like etcd's revision). Per-check progress is not in the
-status (it is only logged by the operator), so "HealthCheck in progress -
-Check k/N" lines are the health checks as the load balancer stand-in sees
+emulator's is global, like etcd's revision). Per-check progress reaches the
+status only within the operator's write budget (not every check when there
+are many: controller/pipeline/progress.py), so here "HealthCheck in progress
+- Check k/N" lines are the health checks as the load balancer stand-in sees
 them arrive.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from typing import Any, TextIO
 
 from controller.models import StageName
+from controller.plugin.lines import health_summary as health_summary  # one wording, shared with kubectl pd watch
 
 
 @dataclasses.dataclass
@@ -202,12 +204,6 @@ class ProgressPrinter:
             self._print(line)
         else:
             self._held_checks.append(line)
-
-
-def health_summary(check: dict[str, Any]) -> str:
-    """status.healthCheck in one line."""
-    return (f'Health checks {check.get("passed", 0)}/{check.get("total", 0)} passed on {check.get("url")} '
-            f'(median {check.get("latencyMedianMs")} ms, max {check.get("latencyMaxMs")} ms)')
 
 
 def _rv(obj: dict[str, Any]) -> int:

@@ -1,0 +1,5 @@
+import sys
+
+from controller.plugin.main import main
+
+sys.exit(main())
