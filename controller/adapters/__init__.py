@@ -16,7 +16,7 @@ from typing import Protocol
 
 from controller.credentials import Credentials
 from controller.egress import DeniedNetworks, GitHosts
-from controller.models import PandaDeploySpec
+from controller.models import BuildEngine, CodeBuild, PandaDeploySpec
 
 LogLine = Callable[[str], None]
 
@@ -301,6 +301,10 @@ class AdapterSettings:
     """PANDA_DEPLOY_HEALTH_CHECK_DENY: networks a health check never connects to."""
     limits: BuildLimits = DEFAULT_LIMITS
     """PANDA_DEPLOY_MAX_*: what a repository may cost."""
+    build_engine: BuildEngine | None = None
+    """PANDA_DEPLOY_BUILD_ENGINE: the engine of every resource, or None (each spec's spec.build.engine)."""
+    code_build: CodeBuild | None = None
+    """PANDA_DEPLOY_CODEBUILD_*: CodeBuild settings for a resource without spec.build.codeBuild."""
 
 
 class AdapterWiring(Protocol):
