@@ -38,6 +38,7 @@ from controller import metrics
 from controller.adapters import AdapterFactory, Adapters
 from controller.errors import PandaDeployError, Reason, StageFailed, StageTimeout, StatusNotSaved, Transient
 from controller.models import RunResult, StageName, StageRecord, StageResult
+from controller.pipeline.build_remote import close_build
 from controller.pipeline.run import Run
 from controller.pipeline.stage import Done, Stage, StageContext, Wait
 
@@ -222,6 +223,8 @@ class Engine:
         """A run that ends in stage 4 or 5 stops its open CodeDeploy deployment with rollback, so traffic stays
         where it was and the next run is not refused (DeploymentLimitExceeded). Best effort, bounded in time:
         the deployment's own ready wait still ends it."""
+        if stage == StageName.build:  # on CodeBuild: its build is stopped
+            return await close_build(run, adapters, self.pool)
         if stage not in _OPENING_STAGES[run.spec.ecs_native]:
             return
         if stage == StageName.verify and not (run.status.code_deploy_deployment_id
