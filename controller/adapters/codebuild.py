@@ -93,7 +93,7 @@ class CodeBuildBuilds(AwsAdapter):
                 raise self._error(exc, f'S3 PutObject s3://{bucket}/{key}') from exc
         project = self.project(build)
         if self.settings.project is None:
-            self._ensure_project(project)
+            self._ensure_project(project, source=f'{bucket}/{KEY_PREFIX}{build.repository}/')
         text, variables = buildspec(build)
         s = self.settings
         try:
@@ -154,10 +154,12 @@ class CodeBuildBuilds(AwsAdapter):
             raise self._error(exc, 'CodeBuild BatchGetBuilds') from exc
         return builds
 
-    def _ensure_project(self, name: str) -> None:
+    def _ensure_project(self, name: str, *, source: str) -> None:
+        """The operator's project: its source is where the repository's sources go (each build overrides it
+        with its own object), its environment the spec's."""
         s = self.settings
         assert s.service_role_arn is not None, 'the model requires a role for a managed project'
-        project = {'name': name, 'source': {'type': 'NO_SOURCE', 'buildspec': 'version: 0.2'},
+        project = {'name': name, 'source': {'type': 'S3', 'location': source},
                    'artifacts': {'type': 'NO_ARTIFACTS'}, 'serviceRole': s.service_role_arn,
                    'timeoutInMinutes': s.timeout_minutes,
                    'environment': {'type': 'LINUX_CONTAINER', 'image': s.image, 'computeType': s.compute_type,
@@ -204,7 +206,7 @@ class CodeBuildBuilds(AwsAdapter):
 
 def _differs(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
     environment, want = existing.get('environment', {}), wanted['environment']
-    return (existing.get('serviceRole') != wanted['serviceRole']
+    return (existing.get('serviceRole') != wanted['serviceRole'] or existing.get('source') != wanted['source']
             or existing.get('timeoutInMinutes') != wanted['timeoutInMinutes']
             or any(environment.get(k) != want[k] for k in ('image', 'computeType', 'privilegedMode')))
 

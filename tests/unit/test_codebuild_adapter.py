@@ -71,7 +71,7 @@ def test_a_managed_project_bucket_and_build_are_made_and_the_build_started(conte
     project = managed_project_name('org-app')
     stubs['codebuild'].add_response('batch_get_projects', {'projects': []}, {'names': [project]})
     stubs['codebuild'].add_response('create_project', {'project': {'name': project}}, {
-        'name': project, 'source': {'type': 'NO_SOURCE', 'buildspec': 'version: 0.2'},
+        'name': project, 'source': {'type': 'S3', 'location': f'{BUCKET}/panda-deploy/org-app/'},
         'artifacts': {'type': 'NO_ARTIFACTS'}, 'serviceRole': ROLE, 'timeoutInMinutes': 60,
         'environment': {'type': 'LINUX_CONTAINER', 'image': 'aws/codebuild/standard:7.0',
                         'computeType': 'BUILD_GENERAL1_SMALL', 'privilegedMode': True}, 'description': ANY})

@@ -85,6 +85,7 @@ class AwsSandbox:
         """Stop serving and the simulators' clocks."""
         self.simulator.stop()
         self.ecs_simulator.stop()
+        self.app.codebuild.stop_all()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
