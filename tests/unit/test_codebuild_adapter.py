@@ -5,6 +5,7 @@ rules and limits), and its buildspec, played against by a hostile build argument
 from __future__ import annotations
 
 import io
+import json
 import os
 import pathlib
 import subprocess
@@ -23,7 +24,8 @@ from controller.adapters.codebuild_source import RUN_VARIABLE, buildspec, pack_z
 from controller.adapters.wiring import make_adapters
 from controller.credentials import Credentials
 from controller.errors import StageFailed
-from controller.models import BuildEngine, CodeBuild, PandaDeploySpec
+from controller.config import Config
+from controller.models import BuildEngine, CodeBuild, PandaDeploySpec, code_build_for
 
 REGION, ACCOUNT = 'eu-west-1', '123456789012'
 ROLE = f'arn:aws:iam::{ACCOUNT}:role/codebuild'
@@ -233,3 +235,71 @@ def test_forced_onto_codebuild_without_settings_the_run_fails_with_invalid_spec(
         make_adapters(PandaDeploySpec.model_validate(BASE), Credentials(),
                       settings=AdapterSettings(build_engine=BuildEngine.code_build))
     assert failed.value.reason == 'InvalidSpec'
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+# IAM actions of the API operations whose names differ from their action (S3's HeadBucket is allowed by ListBucket).
+IAM_ACTIONS = {'s3:HeadBucket': 's3:ListBucket',
+               's3:PutBucketLifecycleConfiguration': 's3:PutLifecycleConfiguration'}
+NO_PERMISSION = {'sts:GetCallerIdentity'}  # needs none
+
+
+def _policy_actions(name: str) -> set[str]:
+    policy = json.loads((ROOT / 'deploy' / 'iam' / name).read_text())
+    actions: set[str] = set()
+    for statement in policy['Statement']:
+        found = statement['Action']
+        actions |= {found} if isinstance(found, str) else set(found)
+    return actions
+
+
+def test_the_operator_policy_allows_every_call_the_adapter_makes(context):
+    """The calls of a managed project's whole life (bucket, project, build, poll, log, stop, clean-up)."""
+    builds, stubs = adapter(CodeBuild(service_role_arn=ROLE), 'sts', 's3', 'codebuild', 'logs')
+    called: set[str] = set()
+    for service, stub in stubs.items():
+        prefix = 's3' if service == 's3' else service
+        stub.client.meta.events.register('before-parameter-build', lambda model, p=prefix, **_: called.add(f'{p}:{model.name}'))
+    stubs['sts'].add_response('get_caller_identity', {'Account': ACCOUNT})
+    stubs['s3'].add_client_error('head_bucket', service_error_code='404', http_status_code=404)
+    for operation in ('create_bucket', 'put_bucket_lifecycle_configuration', 'put_object', 'delete_object'):
+        stubs['s3'].add_response(operation, {})
+    mine = _build(BUILD_ID, location=f'{BUCKET}/{source_key(IMAGE)}', run=IMAGE.run_id,
+                  logs={'groupName': '/aws/codebuild/p', 'streamName': 's'})
+    stubs['codebuild'].add_response('batch_get_projects', {'projects': [{'name': 'pp', 'serviceRole': 'old'}]})
+    stubs['codebuild'].add_response('update_project', {'project': {}})
+    stubs['codebuild'].add_response('start_build', {'build': {'id': BUILD_ID}})
+    stubs['codebuild'].add_response('list_builds_for_project', {'ids': [BUILD_ID]})
+    for _ in range(3):  # find, get, log_tail
+        stubs['codebuild'].add_response('batch_get_builds', {'builds': [mine]})
+    stubs['codebuild'].add_response('stop_build', {'build': mine})
+    for _ in range(2):  # remove_source, get
+        stubs['codebuild'].add_response('batch_get_builds', {'builds': [mine]})
+    stubs['logs'].add_response('get_log_events', {'events': []})
+    builds.start(build=IMAGE, context=context)
+    builds.find(build=IMAGE)
+    builds.get(BUILD_ID)
+    builds.log_tail(BUILD_ID)
+    builds.stop(BUILD_ID)
+    builds.remove_source(BUILD_ID)
+    builds.get(BUILD_ID)
+    needed = {IAM_ACTIONS.get(call, call) for call in called} - NO_PERMISSION
+    allowed = _policy_actions('operator-codebuild-policy.json')
+    assert needed == allowed - {'iam:PassRole', 'codebuild:CreateProject'}
+    assert 'iam:PassRole' in allowed and 'codebuild:CreateProject' in allowed  # CreateProject: a first build
+
+
+def test_the_build_role_may_log_in_push_and_read_its_source():
+    allowed = _policy_actions('codebuild-service-role-policy.json')
+    assert {'ecr:GetAuthorizationToken', 'ecr:PutImage', 'ecr:CompleteLayerUpload', 's3:GetObject',
+            'logs:PutLogEvents'} <= allowed
+    assert not {a for a in allowed if a.endswith('*')}, 'no wildcard actions'
+
+
+def test_the_codebuild_component_configures_a_valid_operator():
+    patch = yaml.safe_load((ROOT / 'deploy' / 'manifests' / 'codebuild' / 'deployment-patch.yaml').read_text())
+    env = {e['name']: e['value'] for e in patch['spec']['template']['spec']['containers'][0]['env']}
+    config = Config.from_env(env)
+    assert config.build_engine == BuildEngine.code_build and config.code_build is not None
+    assert code_build_for(PandaDeploySpec.model_validate(BASE).build, engine=config.build_engine,
+                          default=config.code_build) == config.code_build
