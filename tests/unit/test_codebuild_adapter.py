@@ -22,9 +22,9 @@ from controller.adapters.build_context import ContextTooLarge
 from controller.adapters.codebuild import CodeBuildBuilds, build_state, managed_project_name, source_key
 from controller.adapters.codebuild_source import RUN_VARIABLE, buildspec, pack_zip
 from controller.adapters.wiring import make_adapters
+from controller.config import Config
 from controller.credentials import Credentials
 from controller.errors import StageFailed
-from controller.config import Config
 from controller.models import BuildEngine, CodeBuild, PandaDeploySpec, code_build_for
 
 REGION, ACCOUNT = 'eu-west-1', '123456789012'
