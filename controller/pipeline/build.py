@@ -227,6 +227,8 @@ class Build:
             found = image_in_registry(ctx, revision, resolved=resolved)
             if found is not None:
                 return found
+            if resolved:  # the commit being built, and what finds its build if the id is never written
+                ctx.record(revision=revision)
             image = image_build(ctx, revision)
             build_id = builds.find(build=image)
             if build_id is None:
@@ -235,7 +237,7 @@ class Build:
                                                                       labels=checkout.labels),
                                             context=checkout.root / checkout.context, cancel=ctx.cancel)
                 ctx.scratch['dockerfile'] = checkout.dockerfile
-            ctx.record(code_build_id=build_id, **({'revision': revision} if resolved else {}))
+            ctx.record(code_build_id=build_id)
             ctx.progress(f'CodeBuild build {build_id} started for {image.target}')
             return Wait(self.poll_seconds)
         return follow_build(ctx, builds, build_id, repository=ctx.spec.repository_name,

@@ -8,23 +8,17 @@ that failed, CodeBuild's words on it and the last lines of its CloudWatch log
 (the message is capped, and the run's secrets are redacted by the recorder);
 one that succeeded has pushed the image, whose digest is read from the
 registry, so stage 2 finds the image there and skips. Stopping a build when a
-run ends early (timeout, supersede, delete) is `stop_build`'s, called by the
+run ends early (timeout, supersede, delete) is build_stop.py's, called by the
 engine.
 """
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-from collections.abc import Callable
-
-from controller.adapters import Adapters, RemoteBuilds
+from controller.adapters import RemoteBuilds
 from controller.errors import PandaDeployError, Reason, StageFailed
-from controller.models import ImageStatus, PandaDeployStatus
-from controller.pipeline.run import Run
+from controller.models import ImageStatus
 from controller.pipeline.stage import Done, StageContext, Wait
 
 POLL_SECONDS = 5.0
-STOP_SECONDS = 60.0  # how long a run's end waits to stop its build
 LOG_TAIL_IN_MESSAGE = 10  # lines of the build's log in a failure message (the message is capped at 1 KiB)
 
 
@@ -62,36 +56,3 @@ def _remove_source(ctx: StageContext, builds: RemoteBuilds, build_id: str) -> No
         builds.remove_source(build_id)
     except PandaDeployError as exc:
         ctx.logger.warning('Source of CodeBuild build %s not deleted: %s', build_id, exc.message)
-
-
-def stop_build(status: PandaDeployStatus, adapters: Adapters) -> str | None:
-    """Stop the run's build when it is still running (a run ending in stage 1); its id, or None. Blocking."""
-    builds = adapters.builds
-    build_id = status.code_build_id
-    if builds is None or not build_id:
-        return None
-    if builds.get(build_id).ended:
-        return None
-    builds.stop(build_id)
-    try:
-        builds.remove_source(build_id)
-    except PandaDeployError:
-        pass  # the bucket's expiry rule removes it
-    return build_id
-
-
-async def close_build(run: Run, adapters: Callable[[], Adapters], pool: concurrent.futures.Executor) -> None:
-    """A run that ends in stage 1 (failed, timed out, superseded, deleted) stops its CodeBuild build: best
-    effort, bounded in time (CodeBuild's own timeoutInMinutes still ends it)."""
-    if not run.status.code_build_id:
-        return
-    loop = asyncio.get_running_loop()
-    try:
-        stopped = await asyncio.shield(asyncio.wait_for(
-            loop.run_in_executor(pool, lambda: stop_build(run.status, adapters())), timeout=STOP_SECONDS))
-    except Exception as exc:
-        run.logger.warning('Could not stop CodeBuild build %s: %s', run.status.code_build_id,
-                           run.redact(f'{type(exc).__name__}: {exc}'))
-        return
-    if stopped:
-        run.recorder.progress(f'[Stage 1] CodeBuild build {stopped} stopped')

@@ -136,3 +136,22 @@ def _context(world):
     path.mkdir(parents=True, exist_ok=True)
     (path / 'Dockerfile').write_text('FROM scratch\n')
     return path
+
+
+async def test_a_run_superseded_while_its_build_is_being_started_stops_the_build(world, pool):
+    # StartBuild is in flight when the run is cancelled: its id never reaches status (the stage was abandoned).
+    world.set_script(delay={'codebuild.start': 1.0}, codebuild={'polls': 10_000})
+    run, _ = make_run(CODEBUILD_SPEC)
+    run.cancel_result = RunResult.superseded
+    driving = asyncio.create_task(engine_for(world, pool).drive(new(run)))
+    for _ in range(200):
+        await asyncio.sleep(0.02)
+        if world.calls('codebuild.start'):
+            break
+    driving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await driving
+
+    assert run.status.code_build_id is None
+    assert [b['status'] for b in builds(world).values()] == ['STOPPED'], 'found by its source key and stopped'
+    assert len(world.calls('codebuild.stop')) == 1
