@@ -42,8 +42,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/build_push.py --json $(BENCH_OUT)/build_push.json
 	bash -o pipefail -c '$(BIN)/python bench/operator_cost.py | tee $(BENCH_OUT)/operator_cost.txt'
 	$(BIN)/python bench/deploy_overhead.py --json $(BENCH_OUT)/deploy_overhead.json $(DEPLOY_BENCH_ARGS)
+	$(BIN)/python bench/codebuild.py --json $(BENCH_OUT)/codebuild.json
 	$(BIN)/python bench/table.py $(BENCH_OUT)/build_push.json $(BENCH_OUT)/operator_cost.txt \
-	    $(BENCH_OUT)/deploy_overhead.json
+	    $(BENCH_OUT)/deploy_overhead.json $(BENCH_OUT)/codebuild.json
 
 crd: $(STAMP)
 	$(BIN)/panda-deploy crd > crds/pandadeploys.yaml
