@@ -163,3 +163,13 @@ def test_twenty_builds_at_once(builder, tmp_path, base_image):
     states = [builder.wait(build_id) for build_id in started]
     assert [s.status for s in states] == ['SUCCEEDED'] * 20
     assert all(builder.registry.find_image(repository=i.repository, tag=i.tag) for i in images)
+
+
+def test_a_build_over_its_timeout_is_timed_out(builder, sandbox, tmp_path, base_image, monkeypatch):
+    # CodeBuild's timeoutInMinutes (60) in the sandbox's minutes: 0.05 s each, so 3 s.
+    monkeypatch.setattr(sandbox.app.codebuild, 'minute_seconds', 0.05)
+    image = builder.image(repository(), 'dep_time000001')
+    build_id = builder.builds.start(build=image, context=context(tmp_path, base_image, 'RUN sleep 120'))
+    state = builder.wait(build_id, seconds=60)
+    assert (state.status, state.failed_phase) == ('TIMED_OUT', 'BUILD')
+    assert state.failure == 'Build timed out after 60 minutes'

@@ -51,6 +51,7 @@ class SandboxBuild:
     timeout_minutes: int
     log_group: str
     log_stream: str
+    minute_seconds: float = 60.0  # how long one of timeoutInMinutes lasts (the sandbox's Timings)
     started: float = dataclasses.field(default_factory=time.time)
     ended: float | None = None
     status: str = 'IN_PROGRESS'  # SUCCEEDED, FAILED, FAULT, TIMED_OUT, IN_PROGRESS, STOPPED

@@ -132,7 +132,7 @@ def _phases(build: SandboxBuild, workdir: pathlib.Path, tmp: pathlib.Path, outpu
     spec = yaml.safe_load(str(build.source.get('buildspec') or '')) or {}
     phases = spec.get('phases') or {}
     env = _environment(build, tmp)
-    deadline = build.started + build.timeout_minutes * 60
+    deadline = build.started + build.timeout_minutes * build.minute_seconds
     for name in COMMAND_PHASES:
         build.enter(name.upper())
         if build.status != 'IN_PROGRESS' and name != 'post_build':

@@ -36,7 +36,8 @@ def _error(code: str, message: str) -> AwsJsonError:
 
 
 class CodeBuildSimulator:
-    def __init__(self, *, workers: int = 20) -> None:
+    def __init__(self, *, workers: int = 20, minute_seconds: float = 60.0) -> None:
+        self.minute_seconds = minute_seconds  # one minute of timeoutInMinutes (the sandbox's Timings)
         self.lock = threading.Lock()
         self.builds: dict[str, SandboxBuild] = {}
         self.tokens: dict[tuple[str, str], tuple[float, str]] = {}
@@ -158,4 +159,5 @@ class CodeBuildSimulator:
         return SandboxBuild(id=f'{name}:{stream}', arn=f'arn:aws:codebuild:{region}:{account}:build/{name}:{stream}',
                             number=number, project=name, account=account, region=region, source=source,
                             environment=environment, service_role=str(meta.get('serviceRole', '')),
-                            timeout_minutes=timeout, log_group=f'/aws/codebuild/{name}', log_stream=stream)
+                            timeout_minutes=timeout, log_group=f'/aws/codebuild/{name}', log_stream=stream,
+                            minute_seconds=self.minute_seconds)

@@ -75,7 +75,7 @@ class SandboxApp:
                  codebuild: CodeBuildSimulator | None = None) -> None:
         self.simulator = simulator
         self.ecs_simulator = ecs_simulator or EcsDeploymentSimulator(timings=simulator.timings)
-        self.codebuild = codebuild or CodeBuildSimulator()
+        self.codebuild = codebuild or CodeBuildSimulator(minute_seconds=simulator.timings.minute_seconds)
         self.responses = CodeDeployResponses(simulator=simulator)
         self.ecs_responses = EcsResponses(simulator=self.ecs_simulator)
         self._answering: dict[str, tuple[Responses, frozenset[str]]] = {
