@@ -5,14 +5,17 @@ executes the buildspec (docker build, docker push to the test registry),
 records the push in moto's ECR and writes the log to moto's CloudWatch Logs;
 every request the adapter sends and every answer the sandbox gives is checked
 against botocore's model (tests/aws_contract.py). Shown: a build that passes,
-one that fails (phase and log tail), one stopped mid-build, the run's build
-found again by a new adapter (a restarted operator), and 20 builds at once.
+one that fails (phase and log tail), one stopped mid-build, one over its
+timeout, the run's build found again by a new adapter (a restarted
+operator), 20 builds at once, and hostile source zips refused.
 """
 from __future__ import annotations
 
+import io
 import itertools
 import pathlib
 import time
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -173,3 +176,32 @@ def test_a_build_over_its_timeout_is_timed_out(builder, sandbox, tmp_path, base_
     state = builder.wait(build_id, seconds=60)
     assert (state.status, state.failed_phase) == ('TIMED_OUT', 'BUILD')
     assert state.failure == 'Build timed out after 60 minutes'
+
+
+@pytest.mark.parametrize('entries', [
+    [('../escaped.txt', b'x', 0o100644)],
+    [('link', b'/tmp', 0o120777), ('link/escaped.txt', b'x', 0o100644)],
+], ids=['dot-dot', 'through-a-symlink'])
+def test_a_source_zip_cannot_write_outside_the_build_directory(builder, tmp_path, entries):
+    """The runner plays CodeBuild for whoever uploads a source: a hostile zip fails DOWNLOAD_SOURCE, writing nothing."""
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, 'w') as archive:
+        for name, data, mode in entries:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = mode << 16
+            archive.writestr(info, data)
+    s3, codebuild = builder.clients['s3'], builder.clients['codebuild']
+    bucket = f'hostile-{next(_serial)}'
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={'LocationConstraint': REGION})
+    s3.put_object(Bucket=bucket, Key='src.zip', Body=packed.getvalue())
+    project = f'hostile-{next(_serial)}'
+    codebuild.create_project(name=project, source={'type': 'S3', 'location': f'{bucket}/src.zip'},
+                             artifacts={'type': 'NO_ARTIFACTS'}, serviceRole=ROLE,
+                             environment={'type': 'LINUX_CONTAINER', 'image': 'i', 'computeType': 'BUILD_GENERAL1_SMALL'})
+    marker = pathlib.Path('/tmp/escaped.txt')
+    before = marker.exists()
+    build_id = codebuild.start_build(projectName=project, buildspecOverride='version: 0.2\n')['build']['id']
+    state = builder.wait(build_id, seconds=30)
+    assert (state.status, state.failed_phase) == ('FAILED', 'DOWNLOAD_SOURCE')
+    assert 'outside the build directory' in (state.failure or '')
+    assert marker.exists() == before
