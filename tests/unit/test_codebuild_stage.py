@@ -14,7 +14,8 @@ import pytest
 
 from controller import conditions
 from controller.adapters import ImageBuild
-from controller.models import PandaDeployStatus, RunResult, StageName, StageResult
+from controller.credentials import Credentials
+from controller.models import MESSAGE_LIMIT, PandaDeployStatus, RunResult, StageName, StageResult
 from controller.pipeline.build import image_tag
 from tests.fakes import FakeBuilds, FakeRegistry
 from tests.unit.test_pipeline import SPEC, engine_for, make_run, new, pool, world  # noqa: F401 (fixtures)
@@ -155,3 +156,15 @@ async def test_a_run_superseded_while_its_build_is_being_started_stops_the_build
     assert run.status.code_build_id is None
     assert [b['status'] for b in builds(world).values()] == ['STOPPED'], 'found by its source key and stopped'
     assert len(world.calls('codebuild.stop')) == 1
+
+
+async def test_a_secret_in_the_build_log_is_blanked_in_status_and_the_message_is_capped(world, pool):
+    token = 'ghp_secret0123456789abcdef'
+    world.set_script(codebuild={'polls': 0, 'result': 'FAILED', 'failed_phase': 'BUILD', 'failure': 'x' * 5000,
+                                'log': ['y' * 2000, f'echo {token}']})  # the token last: kept by the cap
+    run, _ = make_run(CODEBUILD_SPEC, creds=Credentials(github_token=token))
+    assert await engine_for(world, pool).drive(new(run)) == RunResult.failed
+
+    ready = conditions.get(run.status, 'Ready')
+    assert token not in ready.message and token not in (run.status.message or '')
+    assert len(ready.message) <= MESSAGE_LIMIT and ready.message.endswith('echo ***')
