@@ -41,7 +41,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOKEN = 'cb-token-5f1e9a2c7d3b'
 ACCESS_KEY, SECRET_KEY = 'AKIDCODEBUILDTEST', 'cb-secret-8h6j4k2l0m'
 ROLE = 'arn:aws:iam::123456789012:role/codebuild-panda'
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope='module')

@@ -32,7 +32,7 @@ from tests.aws_contract import ContractCheck
 
 REGION = 'eu-west-1'
 ROLE = 'arn:aws:iam::123456789012:role/codebuild-panda'
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 _serial = itertools.count(1)
 
 
