@@ -43,8 +43,9 @@ bench: $(STAMP)
 	bash -o pipefail -c '$(BIN)/python bench/operator_cost.py | tee $(BENCH_OUT)/operator_cost.txt'
 	$(BIN)/python bench/deploy_overhead.py --json $(BENCH_OUT)/deploy_overhead.json $(DEPLOY_BENCH_ARGS)
 	bash -o pipefail -c '$(BIN)/python bench/follow_cost.py | tee $(BENCH_OUT)/follow_cost.txt'
+	$(BIN)/python bench/codebuild.py --json $(BENCH_OUT)/codebuild.json
 	$(BIN)/python bench/table.py $(BENCH_OUT)/build_push.json $(BENCH_OUT)/operator_cost.txt \
-	    $(BENCH_OUT)/deploy_overhead.json $(BENCH_OUT)/follow_cost.txt
+	    $(BENCH_OUT)/deploy_overhead.json $(BENCH_OUT)/follow_cost.txt $(BENCH_OUT)/codebuild.json
 
 crd: $(STAMP)
 	$(BIN)/panda-deploy crd > crds/pandadeploys.yaml

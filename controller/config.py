@@ -15,11 +15,14 @@ import importlib
 import os
 from collections.abc import Mapping
 
+import pydantic
+
 from controller import egress
 from controller.adapters import AdapterFactory, AdapterSettings, AdapterWiring, BuildLimits
 from controller.adapters.github_status import DEFAULT_GITHUB_API, GITHUB_API_VARIABLE, GitHubApis
 from controller.adapters.notify import NotifySettings, notify_denied
 from controller.adapters.webhook import WEBHOOK_HOSTS_VARIABLE
+from controller.models import BuildEngine, CodeBuild
 
 DEFAULT_ADAPTERS = 'controller.adapters.wiring:make_adapters'
 
@@ -50,6 +53,11 @@ class Config:
     """PANDA_DEPLOY_MAX_CHECKOUT_BYTES, _MAX_CONTEXT_BYTES, _MAX_BUILD_OUTPUT_BYTES: what a repository may cost."""
     notify: NotifySettings = dataclasses.field(default_factory=NotifySettings)
     """PANDA_DEPLOY_GITHUB_API, _WEBHOOK_HOSTS, _NOTIFY_URL: where notifications may go (controller.adapters.notify)."""
+    build_engine: BuildEngine | None = None
+    """PANDA_DEPLOY_BUILD_ENGINE: docker or codeBuild for every resource, whatever spec.build.engine says."""
+    code_build: CodeBuild | None = None
+    """PANDA_DEPLOY_CODEBUILD_PROJECT, _SERVICE_ROLE_ARN, _BUCKET: CodeBuild settings of a resource building on
+    CodeBuild without spec.build.codeBuild (one forced onto it)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -67,7 +75,8 @@ class Config:
                    health_check_deny=egress.DeniedNetworks.parse(
                        env.get(egress.HEALTH_CHECK_DENY_VARIABLE, egress.DEFAULT_HEALTH_CHECK_DENY)),
                    limits=_limits(env), notify=_notify(env), min_interval_seconds=_min_interval(env),
-                   webhook_secret_file=env.get('PANDA_DEPLOY_WEBHOOK_SECRET_FILE', '').strip() or None)
+                   webhook_secret_file=env.get('PANDA_DEPLOY_WEBHOOK_SECRET_FILE', '').strip() or None,
+                   build_engine=_build_engine(env), code_build=_code_build(env))
 
     def adapter_factory(self) -> AdapterFactory:
         """The `AdapterWiring` PANDA_DEPLOY_ADAPTERS names, with this configuration's settings bound."""
@@ -77,7 +86,8 @@ class Config:
 
     def adapter_settings(self) -> AdapterSettings:
         return AdapterSettings(registry=self.registry, git_hosts=self.git_hosts,
-                               health_check_deny=self.health_check_deny, limits=self.limits)
+                               health_check_deny=self.health_check_deny, limits=self.limits,
+                               build_engine=self.build_engine, code_build=self.code_build)
 
 
 _LIMITS = {'checkout_bytes': 'PANDA_DEPLOY_MAX_CHECKOUT_BYTES', 'context_bytes': 'PANDA_DEPLOY_MAX_CONTEXT_BYTES',
@@ -115,3 +125,30 @@ def _min_interval(env: Mapping[str, str]) -> float:
     if not value > 0:
         raise ValueError('PANDA_DEPLOY_MIN_INTERVAL_SECONDS must be more than 0')
     return value
+
+
+def _build_engine(env: Mapping[str, str]) -> BuildEngine | None:
+    value = env.get('PANDA_DEPLOY_BUILD_ENGINE', '').strip()
+    if not value:
+        return None
+    try:
+        return BuildEngine(value)
+    except ValueError:
+        raise ValueError(f'PANDA_DEPLOY_BUILD_ENGINE must be docker or codeBuild, not {value!r}') from None
+
+
+_CODE_BUILD = {'project': 'PANDA_DEPLOY_CODEBUILD_PROJECT', 'service_role_arn': 'PANDA_DEPLOY_CODEBUILD_SERVICE_ROLE_ARN',
+               'source_bucket': 'PANDA_DEPLOY_CODEBUILD_BUCKET'}
+
+
+def _code_build(env: Mapping[str, str]) -> CodeBuild | None:
+    """The operator's CodeBuild settings, or None when none is set; a malformed one names its variable."""
+    given = {field: env[variable].strip() for field, variable in _CODE_BUILD.items() if env.get(variable, '').strip()}
+    if not given:
+        return None
+    for field, value in given.items():
+        try:
+            CodeBuild.model_validate({field: value})
+        except pydantic.ValidationError:
+            raise ValueError(f'{_CODE_BUILD[field]} is not a valid {field}: {value!r}') from None
+    return CodeBuild.model_validate(given)

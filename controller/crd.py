@@ -86,6 +86,17 @@ VALIDATIONS: dict[str, tuple[dict[str, str], ...]] = {
         {'rule': "!has(self.linear) || (has(self.strategy) && self.strategy == 'Linear')",
          'message': 'spec.rollout.linear is only for strategy Linear'},
     ),
+    'spec.build': (
+        {'rule': "!has(self.engine) || self.engine != 'codeBuild' || has(self.codeBuild)",
+         'message': 'spec.build.codeBuild is required with engine codeBuild'},
+        {'rule': "!has(self.codeBuild) || (has(self.engine) && self.engine == 'codeBuild')",
+         'message': 'spec.build.codeBuild configures engine codeBuild; set spec.build.engine: codeBuild or remove it'},
+    ),
+    'spec.build.codeBuild': (
+        {'rule': 'has(self.project) || has(self.serviceRoleArn)',
+         'message': 'spec.build.codeBuild.serviceRoleArn is required when the operator manages the CodeBuild '
+                    'project (spec.build.codeBuild.project not set)'},
+    ),
     'spec.source': (
         {'rule': 'has(self.repo) != has(self.url)',
          'message': 'exactly one of spec.source.repo and spec.source.url must be set'},

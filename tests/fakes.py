@@ -11,11 +11,13 @@ PANDA_DEPLOY_ADAPTERS=tests.fakes:make_adapters.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pathlib
 import threading
 import time
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,17 +25,20 @@ from controller.adapters import (
     Adapters,
     AdapterSettings,
     DeploymentState,
+    ImageBuild,
     LifecycleEvent,
     Probe,
     RegistryAuth,
+    RemoteBuildState,
     ServiceDeploymentState,
     ServiceRollout,
     ServiceState,
     Traffic,
 )
+from controller.adapters.codebuild_source import pack_zip
 from controller.credentials import Credentials
 from controller.errors import DeploymentControllerMismatch, Reason, ServiceUpdateFailed, StageFailed
-from controller.models import PandaDeploySpec, PandaDeployStatus, RunResult
+from controller.models import BuildEngine, PandaDeploySpec, PandaDeployStatus, RunResult
 
 ACCOUNT = '123456789012'
 _LOCK = threading.Lock()
@@ -346,6 +351,71 @@ def _share(deployment: dict[str, Any], script: dict[str, Any]) -> float | None:
     return float(steps[min(len(steps) - 1, int(elapsed * len(steps)))])
 
 
+class FakeBuilds:
+    """CodeBuild as files: a started build ends after `codebuild.polls` polls (script) with `codebuild.result`;
+    a successful one puts its image in the registry, as the real build's push does."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def find(self, *, build: ImageBuild) -> str | None:
+        self.world.log('codebuild.find')
+        key = f'{build.repository}/{build.tag}/{build.run_id}'
+        return next((i for i, b in self.world.state().get('builds', {}).items() if b['key'] == key), None)
+
+    def start(self, *, build: ImageBuild, context: pathlib.Path, cancel: threading.Event | None = None) -> str:
+        self.world.step('codebuild.start', cancel)
+        packed = io.BytesIO()
+        pack_zip(context, dockerfile=build.dockerfile, max_bytes=64 * 1024 ** 2, into=packed)
+        names = sorted(zipfile.ZipFile(packed).namelist())
+        with _LOCK:
+            state = self.world.state()
+            builds = state.setdefault('builds', {})
+            build_id = f'panda-deploy-{build.repository}:{len(builds) + 1:08d}'
+            builds[build_id] = {'key': f'{build.repository}/{build.tag}/{build.run_id}', 'target': build.target,
+                                'polls': 0, 'status': 'IN_PROGRESS', 'files': names, 'labels': dict(build.labels),
+                                'build_args': dict(build.build_args), 'source': True}
+            self.world.save(state)
+        return build_id
+
+    def get(self, build_id: str) -> RemoteBuildState:
+        self.world.step('codebuild.get')
+        script = self.world.script().get('codebuild', {})
+        with _LOCK:
+            state = self.world.state()
+            build = state['builds'][build_id]
+            build['polls'] += 1
+            if build['status'] == 'IN_PROGRESS' and build['polls'] > int(script.get('polls', 1)):
+                build['status'] = script.get('result', 'SUCCEEDED')
+                if build['status'] == 'SUCCEEDED':
+                    state['images'][build['target']] = 'sha256:' + hashlib.sha256(build['target'].encode()).hexdigest()
+            self.world.save(state)
+        if build['status'] == 'IN_PROGRESS':
+            return RemoteBuildState(id=build_id, status='IN_PROGRESS', phase='BUILD')
+        failed = build['status'] != 'SUCCEEDED'
+        return RemoteBuildState(id=build_id, status=build['status'], phase='COMPLETED',
+                                failed_phase=script.get('failed_phase') if failed else None,
+                                failure=script.get('failure') if failed else None)
+
+    def log_tail(self, build_id: str) -> list[str]:
+        self.world.log('codebuild.log_tail')
+        return list(self.world.script().get('codebuild', {}).get('log', []))
+
+    def stop(self, build_id: str) -> None:
+        self.world.log('codebuild.stop', id=build_id)
+        with _LOCK:
+            state = self.world.state()
+            state['builds'][build_id]['status'] = 'STOPPED'
+            self.world.save(state)
+
+    def remove_source(self, build_id: str) -> None:
+        self.world.log('codebuild.remove_source', id=build_id)
+        with _LOCK:
+            state = self.world.state()
+            state['builds'][build_id]['source'] = False
+            self.world.save(state)
+
+
 class FakeLoadBalancer:
     def __init__(self, world: World) -> None:
         self.world = world
@@ -404,7 +474,8 @@ def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *, settings: 
     world.log('adapters.made')
     return Adapters(git=FakeGit(world), docker=FakeDocker(world), registry=FakeRegistry(world, spec.aws.region),
                     ecs=FakeEcs(world), codedeploy=FakeCodeDeploy(world), loadbalancer=FakeLoadBalancer(world),
-                    http=FakeHttp(world), ecs_deployments=FakeEcsDeployments(world))
+                    http=FakeHttp(world), ecs_deployments=FakeEcsDeployments(world),
+                    builds=FakeBuilds(world) if spec.build.engine == BuildEngine.code_build else None)
 
 
 __all__ = ['World', 'make_adapters', 'Reason']

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from controller.credentials import Credentials
 from controller.egress import DeniedNetworks, GitHosts
-from controller.models import PandaDeploySpec, PandaDeployStatus, RunResult
+from controller.models import BuildEngine, CodeBuild, PandaDeploySpec, PandaDeployStatus, RunResult
 
 LogLine = Callable[[str], None]
 
@@ -83,6 +83,57 @@ class Registry(Protocol):
 
     def push_target(self, *, repository_uri: str, tag: str) -> str:
         """Where `docker push` sends `tag` of the repository at `repository_uri`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageBuild:
+    """One image for a remote builder to build from a build context and push: the same labels and build
+    arguments as on the Docker engine, `target` as the Registry's `push_target` says."""
+    run_id: str
+    repository: str  # the ECR repository's name
+    tag: str  # `image_tag`: names the image's identity (commit and build inputs)
+    target: str  # where the build pushes: repository URI:tag (or the sandbox registry's)
+    dockerfile: str = 'Dockerfile'  # relative to the context
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    build_args: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteBuildState:
+    """A remote build as one poll saw it (CodeBuild's words kept for messages)."""
+    id: str
+    status: str  # IN_PROGRESS, SUCCEEDED, FAILED, FAULT, TIMED_OUT, STOPPED
+    phase: str | None = None  # the current phase (QUEUED, PROVISIONING, … BUILD, … COMPLETED)
+    failed_phase: str | None = None  # the first phase that did not succeed
+    failure: str | None = None  # what that phase said
+
+    @property
+    def ended(self) -> bool:
+        return self.status != 'IN_PROGRESS'
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == 'SUCCEEDED'
+
+
+class RemoteBuilds(Protocol):
+    """Builds that run elsewhere (AWS CodeBuild): the source is uploaded, the build pushes with its own role."""
+
+    def find(self, *, build: ImageBuild) -> str | None:
+        """The build started for `build.run_id` and its image (a status write lost to a restart), or None."""
+
+    def start(self, *, build: ImageBuild, context: pathlib.Path, cancel: threading.Event | None = None) -> str:
+        """Pack `context` (honouring .dockerignore, bounded), upload it, start the build; its id."""
+
+    def get(self, build_id: str) -> RemoteBuildState: ...
+
+    def log_tail(self, build_id: str) -> list[str]:
+        """The last lines of the build's log (bounded), oldest first; [] when there is none yet."""
+
+    def stop(self, build_id: str) -> None: ...
+
+    def remove_source(self, build_id: str) -> None:
+        """Delete the uploaded source of the build (once it ended)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,6 +335,7 @@ class Adapters:
     loadbalancer: LoadBalancer
     http: Http
     ecs_deployments: EcsDeployments
+    builds: RemoteBuilds | None = None  # set when this run builds on CodeBuild (spec.build, the operator's engine)
 
 
 # Builds the adapters for one run from its spec and credentials (in a worker thread): what the engine calls.
@@ -301,6 +353,10 @@ class AdapterSettings:
     """PANDA_DEPLOY_HEALTH_CHECK_DENY: networks a health check never connects to."""
     limits: BuildLimits = DEFAULT_LIMITS
     """PANDA_DEPLOY_MAX_*: what a repository may cost."""
+    build_engine: BuildEngine | None = None
+    """PANDA_DEPLOY_BUILD_ENGINE: the engine of every resource, or None (each spec's spec.build.engine)."""
+    code_build: CodeBuild | None = None
+    """PANDA_DEPLOY_CODEBUILD_*: CodeBuild settings for a resource without spec.build.codeBuild."""
 
 
 class RunNotices(Protocol):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from controller.adapters import Adapters, AdapterSettings, Docker, Registry
 from controller.adapters.aws import session_for
+from controller.adapters.codebuild import CodeBuildBuilds
 from controller.adapters.codedeploy import CodeDeployDeployments
 from controller.adapters.docker import DockerEngine
 from controller.adapters.ecr import EcrRegistry
@@ -24,7 +25,8 @@ from controller.adapters.git import GitRepository
 from controller.adapters.http import HttpProbe
 from controller.adapters.plain_registry import PlainRegistry, PushRecorder
 from controller.credentials import Credentials
-from controller.models import PandaDeploySpec
+from controller.errors import Reason, StageFailed
+from controller.models import PandaDeploySpec, code_build_for
 
 
 def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *,
@@ -41,6 +43,13 @@ def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *,
     else:
         plain = PlainRegistry(address=settings.registry, session=session, credentials=credentials)
         images, docker = plain, PushRecorder(docker=engine, registry=plain)
+    try:  # the engine is chosen here: the operator's (PANDA_DEPLOY_BUILD_ENGINE), else the spec's
+        code_build = code_build_for(spec.build, engine=settings.build_engine, default=settings.code_build)
+    except ValueError as exc:
+        raise StageFailed(str(exc), reason=Reason.INVALID_SPEC) from None
+    builds = None if code_build is None else CodeBuildBuilds(
+        settings=code_build, region=spec.aws.region, max_context_bytes=limits.context_bytes, session=session,
+        credentials=credentials)
     return Adapters(
         git=GitRepository(token_hosts=settings.git_hosts, max_checkout_bytes=limits.checkout_bytes),
         docker=docker,
@@ -50,4 +59,5 @@ def make_adapters(spec: PandaDeploySpec, credentials: Credentials, *,
         loadbalancer=ListenerTraffic(session=session, credentials=credentials),
         http=HttpProbe(denied=settings.health_check_deny),
         ecs_deployments=EcsServiceDeployments(session=session, credentials=credentials),
+        builds=builds,
     )

@@ -30,6 +30,7 @@ from controller.models.base import (
     Model,
     cap_message,
 )
+from controller.models.build import Build, BuildEngine, CodeBuild, code_build_for, code_build_problem
 from controller.models.resource import (
     PandaDeploy,
     describe_validation_error,
@@ -80,6 +81,11 @@ __all__ = [
     'DEPLOYMENT_ID',
     'Aws',
     'BlueGreen',
+    'Build',
+    'BuildEngine',
+    'CodeBuild',
+    'code_build_for',
+    'code_build_problem',
     'CanarySteps',
     'LinearSteps',
     'Rollout',

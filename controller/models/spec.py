@@ -22,6 +22,7 @@ from controller.models.base import (
     _TEXT,
     Model,
 )
+from controller.models.build import Build
 from controller.models.rollout import Promotion, Rollout, Strategy
 
 _DURATION = r'^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$'
@@ -302,6 +303,8 @@ class PandaDeploySpec(Model):
     """Target ECR repository."""
     ecs: Ecs = Ecs()
     """Target ECS service."""
+    build: Build = Build()
+    """Where the image is built: the Docker engine beside the operator (default) or AWS CodeBuild."""
     rollout: Rollout | None = None
     """How a new revision reaches production: ECS's own BlueGreen (default), Canary or Linear, or CodeDeploy. Absent: CodeDeploy through spec.blueGreen, as before spec.rollout existed."""
     blue_green: BlueGreen = BlueGreen()

@@ -211,6 +211,8 @@ class PandaDeployStatus(Model):
     """Image URI and digest."""
     task_definition_arn: str | None = None
     """Registered ECS task definition."""
+    code_build_id: str | None = None
+    """CodeBuild build of this run's image (spec.build.engine codeBuild)."""
     code_deploy_deployment_id: str | None = None
     """CodeDeploy deployment of this run."""
     service_deployment_arn: str | None = None

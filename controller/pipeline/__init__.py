@@ -14,11 +14,11 @@ from controller.pipeline.verify import Verify
 
 
 def default_stages(*, poll_seconds: float | None = None) -> tuple[Stage, ...]:
-    """The six stages in order; `poll_seconds` sets how often CodeDeploy is polled."""
-    blue_green, verify = BlueGreen(), Verify()
+    """The six stages in order; `poll_seconds` sets how often CodeDeploy (and CodeBuild) is polled."""
+    build, blue_green, verify = Build(), BlueGreen(), Verify()
     if poll_seconds is not None:
-        blue_green.poll_seconds = verify.poll_seconds = poll_seconds
-    return (Build(), Push(), Service(), blue_green, verify, Complete())
+        build.poll_seconds = blue_green.poll_seconds = verify.poll_seconds = poll_seconds
+    return (build, Push(), Service(), blue_green, verify, Complete())
 
 
 __all__ = ['Done', 'Engine', 'Recorder', 'Run', 'Sink', 'Stage', 'StageContext', 'Wait', 'default_stages']

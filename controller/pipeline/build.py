@@ -6,18 +6,23 @@ skips clone and build: re-applying an unchanged resource does no Docker work.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import pathlib
 import posixpath
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from controller import tempdirs
+from controller.adapters import ImageBuild, RemoteBuilds
 from controller.errors import Reason, StageFailed
 from controller.models import ImageStatus, PandaDeploySpec, Source, StageName
+from controller.pipeline.build_remote import POLL_SECONDS, follow_build
 from controller.pipeline.checkout_paths import check_context_links, refuse_symlink_on_path
-from controller.pipeline.stage import Done, StageContext
+from controller.pipeline.stage import Done, StageContext, Wait
 
 DOCKERFILE_NAMES = ('Dockerfile',)
 BUILD_IDENTITY_LABEL = 'dev.panda.deploy.build-identity'
@@ -121,52 +126,129 @@ def _discover(root: pathlib.Path) -> pathlib.PurePosixPath:
     return pathlib.PurePosixPath(*shallowest[0].parts)
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckedOut:
+    """The commit checked out, its Dockerfile found: what a build gets, on either engine."""
+    root: pathlib.Path
+    dockerfile: str  # relative to the checkout
+    context: str  # relative to the checkout
+    labels: dict[str, str]
+
+    @property
+    def context_dockerfile(self) -> str:
+        """The Dockerfile relative to the context (as the builder reads it)."""
+        return str(pathlib.PurePosixPath(self.dockerfile).relative_to(self.context)) \
+            if self.context != '.' else self.dockerfile
+
+
+def resolve_revision(ctx: StageContext) -> tuple[str, bool]:
+    """(the commit to build, whether it was resolved now rather than read from status)."""
+    source, revision = ctx.spec.source, ctx.status.revision
+    resolved = not revision
+    if not revision:
+        revision = ctx.adapters.git.resolve(url=source.clone_url, branch=source.effective_branch,
+                                            revision=source.revision, token=ctx.credentials.github_token,
+                                            cancel=ctx.cancel)
+    ctx.progress(f'Revision {revision[:7]} of {source.repo or source.url}'
+                 + (f' branch {source.effective_branch}' if source.effective_branch else ''))
+    return revision, resolved
+
+
+def image_in_registry(ctx: StageContext, revision: str, *, resolved: bool) -> Done | None:
+    """Done(skipped) when the registry already holds the image of this commit and build inputs."""
+    spec, registry = ctx.spec, ctx.adapters.registry
+    tag = image_tag(spec, revision)
+    existing = registry.find_image(repository=spec.repository_name, tag=tag)
+    if existing is None:
+        return None
+    uri = f'{registry.ensure_repository(spec.repository_name)}:{tag}'
+    found = {'image': ImageStatus(uri=uri, digest=existing)} | ({'revision': revision} if resolved else {})
+    return Done(f'Image {uri} already in the registry ({existing[:19]}); clone and build skipped',
+                skipped=True, record=found)
+
+
+@contextlib.contextmanager
+def checked_out(ctx: StageContext, revision: str) -> Iterator[CheckedOut]:
+    """A shallow clone of `revision` with its Dockerfile found, removed when the block ends."""
+    source = ctx.spec.source
+    with tempfile.TemporaryDirectory(prefix=tempdirs.prefix('src')) as tmp:
+        checkout = pathlib.Path(tmp) / 'src'
+        checkout.mkdir(mode=0o700)
+        ctx.adapters.git.checkout(url=source.clone_url, revision=revision, token=ctx.credentials.github_token,
+                                  into=checkout, cancel=ctx.cancel)
+        ctx.progress('Repository cloned')
+        try:
+            dockerfile, context = find_dockerfile(checkout, path=source.dockerfile, context=source.context)
+            check_context_links(checkout, context)
+        except StageFailed as exc:  # say which repository and commit were searched
+            raise StageFailed(f'{exc.message} ({source.repo or source.url} at {revision[:7]})',
+                              reason=exc.reason) from None
+        ctx.progress(f'Dockerfile found: {dockerfile}')
+        labels = {
+            'org.opencontainers.image.source': source.repo and f'https://github.com/{source.repo}' or source.url or '',
+            'org.opencontainers.image.revision': revision,
+            'dev.panda.deploy.deployment-id': ctx.status.deployment_id or '',
+            BUILD_IDENTITY_LABEL: build_identity_label(source),
+        }
+        yield CheckedOut(root=checkout, dockerfile=dockerfile, context=context, labels=labels)
+
+
 class Build:
     name = StageName.build
+    poll_seconds = POLL_SECONDS  # how often a CodeBuild build is polled
 
-    def run(self, ctx: StageContext) -> Done:
-        spec, source, adapters = ctx.spec, ctx.spec.source, ctx.adapters
-        token = ctx.credentials.github_token
-        revision = ctx.status.revision
-        resolved = not revision
-        if not revision:
-            revision = adapters.git.resolve(url=source.clone_url, branch=source.effective_branch,
-                                            revision=source.revision, token=token, cancel=ctx.cancel)
-        ctx.progress(f'Revision {revision[:7]} of {source.repo or source.url}'
-                     + (f' branch {source.effective_branch}' if source.effective_branch else ''))
-
-        tag = image_tag(spec, revision)
-        existing = adapters.registry.find_image(repository=spec.repository_name, tag=tag)
-        if existing is not None:
-            uri = f'{adapters.registry.ensure_repository(spec.repository_name)}:{tag}'
-            found = {'image': ImageStatus(uri=uri, digest=existing)} | ({'revision': revision} if resolved else {})
-            return Done(f'Image {uri} already in the registry ({existing[:19]}); clone and build skipped',
-                        skipped=True, record=found)
+    def run(self, ctx: StageContext) -> Done | Wait:
+        builds = ctx.adapters.builds
+        if builds is not None:  # spec.build.engine codeBuild, or the operator's engine
+            return self._remote(ctx, builds)
+        revision, resolved = resolve_revision(ctx)
+        found = image_in_registry(ctx, revision, resolved=resolved)
+        if found is not None:
+            return found
         if resolved:  # the commit being built, shown while it builds
             ctx.record(revision=revision)
-
+        spec, source = ctx.spec, ctx.spec.source
         local = local_tag(spec, revision)
-        with tempfile.TemporaryDirectory(prefix=tempdirs.prefix('src')) as tmp:
-            checkout = pathlib.Path(tmp) / 'src'
-            checkout.mkdir(mode=0o700)
-            adapters.git.checkout(url=source.clone_url, revision=revision, token=token, into=checkout,
-                                  cancel=ctx.cancel)
-            ctx.progress('Repository cloned')
-            try:
-                dockerfile, context = find_dockerfile(checkout, path=source.dockerfile, context=source.context)
-                check_context_links(checkout, context)
-            except StageFailed as exc:  # say which repository and commit were searched
-                raise StageFailed(f'{exc.message} ({source.repo or source.url} at {revision[:7]})',
-                                  reason=exc.reason) from None
-            ctx.progress(f'Dockerfile found: {dockerfile}')
-            labels = {
-                'org.opencontainers.image.source': source.repo and f'https://github.com/{source.repo}' or source.url or '',
-                'org.opencontainers.image.revision': revision,
-                'dev.panda.deploy.deployment-id': ctx.status.deployment_id or '',
-                BUILD_IDENTITY_LABEL: build_identity_label(source),
-            }
-            relative = str(pathlib.PurePosixPath(dockerfile).relative_to(context)) if context != '.' else dockerfile
-            adapters.docker.build(context=checkout / context, dockerfile=relative, tag=local, labels=labels,
-                                  build_args=source.build_args or {}, log=ctx.logger.info, cancel=ctx.cancel)
+        with checked_out(ctx, revision) as checkout:
+            ctx.adapters.docker.build(context=checkout.root / checkout.context, dockerfile=checkout.context_dockerfile,
+                                      tag=local, labels=checkout.labels, build_args=source.build_args or {},
+                                      log=ctx.logger.info, cancel=ctx.cancel)
         ctx.progress(f'Docker image built: {local}')
-        return Done(f'Built {local} from {dockerfile}', record={'image': ImageStatus(dockerfile=dockerfile)})
+        return Done(f'Built {local} from {checkout.dockerfile}',
+                    record={'image': ImageStatus(dockerfile=checkout.dockerfile)})
+
+    def _remote(self, ctx: StageContext, builds: RemoteBuilds) -> Done | Wait:
+        """On CodeBuild: the same commit, Dockerfile and limits; the build started once and its id recorded at
+        once (or found again after a restart), then followed without a thread (build_remote.py)."""
+        build_id = ctx.status.code_build_id
+        revision = ctx.status.revision
+        if build_id is None or revision is None:
+            revision, resolved = resolve_revision(ctx)
+            found = image_in_registry(ctx, revision, resolved=resolved)
+            if found is not None:
+                return found
+            if resolved:  # the commit being built, and what finds its build if the id is never written
+                ctx.record(revision=revision)
+            image = image_build(ctx, revision)
+            build_id = builds.find(build=image)
+            if build_id is None:
+                with checked_out(ctx, revision) as checkout:
+                    build_id = builds.start(build=dataclasses.replace(image, dockerfile=checkout.context_dockerfile,
+                                                                      labels=checkout.labels),
+                                            context=checkout.root / checkout.context, cancel=ctx.cancel)
+                ctx.scratch['dockerfile'] = checkout.dockerfile
+            ctx.record(code_build_id=build_id)
+            ctx.progress(f'CodeBuild build {build_id} started for {image.target}')
+            return Wait(self.poll_seconds)
+        return follow_build(ctx, builds, build_id, repository=ctx.spec.repository_name,
+                            tag=image_tag(ctx.spec, revision), poll_seconds=self.poll_seconds)
+
+
+def image_build(ctx: StageContext, revision: str) -> ImageBuild:
+    """What CodeBuild builds for this run: the image's tag and where it is pushed (labels come with the checkout)."""
+    spec, registry = ctx.spec, ctx.adapters.registry
+    tag = image_tag(spec, revision)
+    repository_uri = registry.ensure_repository(spec.repository_name)
+    return ImageBuild(run_id=ctx.status.deployment_id or '', repository=spec.repository_name, tag=tag,
+                      target=registry.push_target(repository_uri=repository_uri, tag=tag),
+                      build_args=dict(spec.source.build_args or {}))

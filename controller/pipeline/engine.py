@@ -38,6 +38,7 @@ from controller import metrics
 from controller.adapters import AdapterFactory, Adapters
 from controller.errors import PandaDeployError, Reason, StageFailed, StageTimeout, StatusNotSaved, Transient
 from controller.models import RunResult, StageName, StageRecord, StageResult
+from controller.pipeline.build_stop import close_build
 from controller.pipeline.run import Run
 from controller.pipeline.stage import Done, Stage, StageContext, Wait
 
@@ -69,6 +70,11 @@ class RunAdapters:
             if self._built is None:
                 self._built = self._factory(self._run.spec, self._run.credentials)
             return self._built
+
+    @property
+    def made(self) -> Adapters | None:
+        """The adapters if a stage asked for them, else None (nothing external was called)."""
+        return self._built
 
 
 @dataclasses.dataclass
@@ -222,6 +228,8 @@ class Engine:
         """A run that ends in stage 4 or 5 stops its open CodeDeploy deployment with rollback, so traffic stays
         where it was and the next run is not refused (DeploymentLimitExceeded). Best effort, bounded in time:
         the deployment's own ready wait still ends it."""
+        if stage == StageName.build:  # on CodeBuild: its build is stopped
+            return await close_build(run, adapters.made, self.pool, call.future)
         if stage not in _OPENING_STAGES[run.spec.ecs_native]:
             return
         if stage == StageName.verify and not (run.status.code_deploy_deployment_id

@@ -126,7 +126,7 @@ class Recorder:
         s.set_stage(None)
         s.set_revision(None)
         s.image = None
-        s.task_definition_arn = s.code_deploy_deployment_id = s.service_deployment_arn = None
+        s.task_definition_arn = s.code_deploy_deployment_id = s.service_deployment_arn = s.code_build_id = None
         s.health_check = None
         s.promotion = None
         s.started_at = s.completed_at = s.duration_seconds = None

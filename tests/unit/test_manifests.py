@@ -47,7 +47,7 @@ MIN_KUBERNETES = '1.29'   # CEL validation rules in the CRD are GA from 1.29
 
 # Components (subdirectories of the base) and the containers each may add
 # that are allowed to be privileged. Nothing else may be.
-COMPONENTS = ('peering', 'dind', 'namespaced-secrets')
+COMPONENTS = ('peering', 'dind', 'namespaced-secrets', 'codebuild')
 PRIVILEGED_SIDECARS = {'dind': {'dind'}}
 
 WRITE_VERBS = {'create', 'update', 'patch', 'delete', 'deletecollection'}
@@ -782,6 +782,17 @@ def test_kubectl_builds_the_dind_component(tmp_path: pathlib.Path) -> None:
     version = kubernetes_versions()[-1]
     for obj in built:
         validate(obj, version, of_kind(built, 'CustomResourceDefinition'))
+
+
+def test_kubectl_builds_the_codebuild_component(tmp_path: pathlib.Path) -> None:
+    built = build_with_component('codebuild', tmp_path)
+    assert_operator_deployment(built)  # nothing privileged
+    pod = the(built, 'Deployment')['spec']['template']['spec']
+    assert [c['name'] for c in pod['containers']] == ['operator'], 'no Docker engine beside the operator'
+    env = {e['name']: e.get('value') for e in pod['containers'][0]['env']}
+    assert env['PANDA_DEPLOY_BUILD_ENGINE'] == 'codeBuild' and 'DOCKER_HOST' not in env
+    assert the(built, 'Namespace')['metadata']['labels']['pod-security.kubernetes.io/enforce'] == 'restricted'
+    assert granted(built) == all_expected()
 
 
 # ---------------------------------------------------------------- the NetworkPolicy

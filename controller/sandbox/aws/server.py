@@ -41,7 +41,8 @@ class _QuietRequestHandler(MotoRequestHandler):
 
 
 class AwsSandbox:
-    """moto plus the CodeDeploy and ECS deployment simulators, served on ``host:port`` from a background thread."""
+    """moto plus the CodeDeploy and ECS deployment simulators and the CodeBuild runner, served on ``host:port`` from
+    a background thread."""
 
     def __init__(self, *, host: str = '127.0.0.1', port: int = 0, auto_hooks: bool = False,
                  timings: Timings | None = None,
@@ -85,6 +86,7 @@ class AwsSandbox:
         """Stop serving and the simulators' clocks."""
         self.simulator.stop()
         self.ecs_simulator.stop()
+        self.app.codebuild.stop_all()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -122,7 +124,7 @@ def _arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m controller.sandbox.aws',
         description='Serve moto (every AWS service) with CodeDeploy ECS blue/green and ECS service deployments '
-                    'simulated.')
+                    'simulated, and CodeBuild builds run on the local Docker engine.')
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=0, help='0 picks a free port')
     parser.add_argument('--auto-hooks', action='store_true',

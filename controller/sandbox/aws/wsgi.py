@@ -8,7 +8,8 @@ The sandbox serves moto's whole application (every service, on one port, as
 :class:`DeploymentSimulator`, and those of ECS service deployments
 (``CreateService``/``UpdateService`` with a native strategy,
 ``DescribeServiceDeployments``, ``ContinueServiceDeployment``, ...) to
-:class:`EcsDeploymentSimulator`; everything else goes to moto unchanged.
+:class:`EcsDeploymentSimulator`, and CodeBuild's build operations (``StartBuild``, ``BatchGetBuilds``,
+``StopBuild``, ...) to :class:`CodeBuildSimulator`, which runs them; everything else goes to moto unchanged.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from typing import Any
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+from controller.sandbox.aws import codebuild_simulator
+from controller.sandbox.aws.codebuild_simulator import CodeBuildSimulator
 from controller.sandbox.aws.ecs_responses import ECS_OPERATIONS, EcsResponses
 from controller.sandbox.aws.ecs_simulator import EcsDeploymentSimulator
 from controller.sandbox.aws.exceptions import AwsJsonError
@@ -49,7 +52,7 @@ ADJUSTED_OPERATIONS = frozenset({'CreateDeploymentGroup', 'GetDeploymentGroup', 
 _CREDENTIAL = re.compile(r'Credential=([^/,\s]+)/\d{8}/([^/]+)/')
 
 StartResponse = Callable[..., Any]
-Responses = CodeDeployResponses | EcsResponses
+Responses = CodeDeployResponses | EcsResponses | CodeBuildSimulator
 
 
 def _request_scope(environ: Mapping[str, Any]) -> tuple[str, str]:
@@ -68,14 +71,17 @@ class SandboxApp:
     """moto's application, with CodeDeploy and ECS deployment operations answered by the simulators."""
 
     def __init__(self, *, simulator: DeploymentSimulator, ecs_simulator: EcsDeploymentSimulator | None = None,
-                 moto_app: Callable[..., Iterable[bytes]] | None = None) -> None:
+                 moto_app: Callable[..., Iterable[bytes]] | None = None,
+                 codebuild: CodeBuildSimulator | None = None) -> None:
         self.simulator = simulator
         self.ecs_simulator = ecs_simulator or EcsDeploymentSimulator(timings=simulator.timings)
+        self.codebuild = codebuild or CodeBuildSimulator(minute_seconds=simulator.timings.minute_seconds)
         self.responses = CodeDeployResponses(simulator=simulator)
         self.ecs_responses = EcsResponses(simulator=self.ecs_simulator)
         self._answering: dict[str, tuple[Responses, frozenset[str]]] = {
             TARGET_PREFIX: (self.responses, SIMULATED_OPERATIONS | ADJUSTED_OPERATIONS),
             ECS_TARGET_PREFIX: (self.ecs_responses, ECS_OPERATIONS),
+            codebuild_simulator.TARGET_PREFIX: (self.codebuild, codebuild_simulator.OPERATIONS),
         }
         self.moto: Callable[..., Iterable[bytes]] = moto_app or DomainDispatcherApplication(create_backend_app)
         #: None: any access key is accepted (moto's default). A set: requests signed with another key
@@ -98,6 +104,7 @@ class SandboxApp:
         if path == '/moto-api/reset' and environ.get('REQUEST_METHOD') == 'POST':
             self.simulator.reset()
             self.ecs_simulator.reset()
+            self.codebuild.reset()
         return self.moto(environ, start_response)
 
     def _simulated(self, responses: Responses, operation: str, environ: dict[str, Any],
