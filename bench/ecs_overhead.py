@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import statistics
 import time
 from typing import Any
 
@@ -93,15 +92,25 @@ def count_writes(rounds: list[dict[str, Any]], writes: list[Any], name: str) -> 
 
 
 def writes_summary(rounds: list[dict[str, Any]]) -> str:
-    """'17 (status 8 / patch 2 / event 7)', the median of each, or 'a–b' when the rounds differ."""
+    """'16 (status 8 / patch 1 / event 7)', or fewest–most ('16–18') where the rounds differ."""
     def one(key: str) -> str:
         values = sorted(r['writes'][key] for r in rounds)
         return f'{values[0]}' if values[0] == values[-1] else f'{values[0]}–{values[-1]}'
     return f'{one("total")} (status {one("status")} / patch {one("patch")} / event {one("event")})'
 
 
-def median_writes(rounds: list[dict[str, Any]]) -> float:
-    return float(statistics.median(r['writes']['total'] for r in rounds))
+def fewest_writes(rounds: list[dict[str, Any]]) -> int:
+    """The fewest API writes of the rounds: the writes every rollout makes. A round makes one more for each
+    stage call that runs over a second (the engine then saves that the stage is running, SHOW_RUNNING_AFTER),
+    which Push and Service do only on a loaded machine."""
+    return min(int(r['writes']['total']) for r in rounds)
+
+
+def writes_verdict(one: dict[str, Any], codedeploy: dict[str, Any]) -> str:
+    """Issue 13's target for an ECS strategy: no more API writes a rollout than CodeDeploy's (fewest to fewest,
+    so that a slow call in one round does not decide)."""
+    ours, theirs = fewest_writes(one['operator']), fewest_writes(codedeploy['operator'])
+    return f'fewest {ours} ≤ CodeDeploy\'s fewest {theirs}: {"met" if ours <= theirs else "MISSED"}'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,12 +164,16 @@ class EcsScript:
             time.sleep(self.plain.poll)
 
     def _until_successful(self, ecs: Any, deployment: str, spec: PandaDeploySpec, url: str, timer: Any) -> None:
-        """Poll until SUCCESSFUL, one health check per poll while production moves (as the operator does)."""
+        """Poll until SUCCESSFUL, one health check per poll while production moves, at a fixed rate (a wait
+        counts from the start of the previous poll), as the operator does."""
         check = spec.health_check
+        period = max(self.plain.poll, float(check.interval_seconds))
         while True:
+            started = time.perf_counter()
             found = self._describe(ecs, deployment)
             if found.get('status') == 'SUCCESSFUL':
                 return
-            if found.get('lifecycleStage') in PAST_THE_GATE:
-                self.plain.checks(timer, url=url, count=1, interval=0, timeout=check.timeout_seconds, proxy=True)
-            time.sleep(max(self.plain.poll, float(check.interval_seconds)))
+            if found.get('lifecycleStage') in PAST_THE_GATE:  # timed within 'shift', as the operator's are
+                self.plain.checks(timer, url=url, count=1, interval=0, timeout=check.timeout_seconds, proxy=True,
+                                  part='checks while moving')
+            time.sleep(max(0.0, period - (time.perf_counter() - started)))
