@@ -343,13 +343,14 @@ class Plain:
         opener = urllib.request.build_opener(*handlers)
         with timer.part(part):
             for k in range(count):
+                started = time.perf_counter()  # checks `interval` apart start to start, as the operator's
                 request = urllib.request.Request(url, headers={'User-Agent': SCRIPT_AGENT})
                 with opener.open(request, timeout=timeout) as response:
                     response.read()
                     if response.status != 200:
                         raise SystemExit(f'health check {k + 1}: HTTP {response.status} from {url}')
                 if k + 1 < count:
-                    time.sleep(interval)
+                    time.sleep(max(0.0, interval - (time.perf_counter() - started)))
 
     def blue_green(self, *, branch: str, spec: PandaDeploySpec, world: AwsWorld) -> Timer:
         """Item 1: one blue/green rollout of the head of `branch`, by hand."""
