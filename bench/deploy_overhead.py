@@ -13,7 +13,7 @@ content, so both sides really build), the colours alternating.
             timed from just before the PATCH to the moment the API server commits the status write
             that makes Ready True for the new generation (the emulator's own write hook, not polling).
   script:   a commit is pushed, then in sequence: `git clone --depth 1`, docker build (same build
-            arg and the same three labels as controller/pipeline/build.py, through the same Engine
+            arg and the same four labels as controller/pipeline/build.py, through the same Engine
             API calls as the operator's Docker adapter; `--script-docker cli` uses the docker CLI),
             docker push, boto3 RegisterTaskDefinition, CreateDeployment (the operator's AppSpec and
             hooks), GetDeployment every POLL s until ready for traffic, the same number of health
@@ -26,6 +26,10 @@ content, so both sides really build), the colours alternating.
   interval. A wait ends on the first poll after CodeDeploy gets there, so each of the two waits
   can cost up to one interval at random on either side: with 1 s that noise (0-2 s a rollout of
   ~13 s) swamps a 5 % target; 0.25 s keeps it under 0.5 s.
+  The same for each ECS native strategy in --strategies (default BlueGreen,Canary), each with its own
+  resource, service and world in the same sandbox (bench/ecs_overhead.py says what its script does), and
+  for every timed operator rollout its Kubernetes API writes (the resource's PATCHes and status PATCHes
+  and its Events; target for an ECS strategy: no more than CodeDeploy's, issue 13).
   The operator's time per stage comes from its own progress lines ("[Stage N] X started", ms
   timestamps): the stage records in status have whole seconds only, and the status shows a stage's
   start only with its first record or wait (to save API writes), so neither times 50 ms stages.
@@ -44,7 +48,8 @@ over the N deployments, into Docker (stages Build + Push; the script's clone + b
 the reconciler, the final status write); once from the progress lines and once from the status's
 stage records (whole seconds), which agree to within their rounding.
 
-    .venv/bin/python bench/deploy_overhead.py [--rounds 5] [--concurrency 1,5,20] [--poll-seconds 0.25]
+    .venv/bin/python bench/deploy_overhead.py [--rounds 5] [--strategies BlueGreen,Canary]
+                                              [--concurrency 1,5,20] [--poll-seconds 0.25]
                                               [--json FILE] [--operator-log FILE]
 
 Needs a Docker engine, Debian's docker-registry and busybox-static (see `.ci/run`). Prints the
@@ -72,6 +77,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -81,8 +87,10 @@ if str(ROOT) not in sys.path:
 import docker  # noqa: E402
 import docker.errors  # noqa: E402
 
+from bench import ecs_overhead  # noqa: E402
 from controller.adapters.codedeploy import appspec, revision  # noqa: E402
 from controller.models import GROUP, PLURAL, VERSION, PandaDeploySpec  # noqa: E402
+from controller.pipeline.build import BUILD_IDENTITY_LABEL, build_identity_label  # noqa: E402
 from controller.pipeline.service import task_definition  # noqa: E402
 from controller.sandbox.stack.manifests import NAME, NAMESPACE, SANDBOX_KEYS, demo_manifests  # noqa: E402
 from controller.sandbox.stack.progress import ProgressPrinter  # noqa: E402
@@ -304,7 +312,7 @@ class Plain:
         repository = spec.repository_name
         local = f'{self.registry}/{repository}:{sha}'
         labels = {'org.opencontainers.image.source': self.repo_url, 'org.opencontainers.image.revision': sha,
-                  BUILD_LABEL: f'bench-plain-{name}'}
+                  BUILD_LABEL: f'bench-plain-{name}', BUILD_IDENTITY_LABEL: build_identity_label(spec.source)}
         if self.docker_cli:
             with timer.part('build'):
                 run(['docker', 'build', '-q', '--build-arg', f'BASE_IMAGE={self.base_image}', '-t', local,
@@ -330,18 +338,19 @@ class Plain:
         return f'{self.account}.dkr.ecr.{self.region}.amazonaws.com/{repository}:{sha}'
 
     def checks(self, timer: Timer, *, url: str, count: int, interval: float, timeout: float,
-               proxy: bool) -> None:
+               proxy: bool, part: str = 'checks') -> None:
         handlers = [urllib.request.ProxyHandler({'http': self.proxy_url} if proxy else {})]
         opener = urllib.request.build_opener(*handlers)
-        with timer.part('checks'):
+        with timer.part(part):
             for k in range(count):
+                started = time.perf_counter()  # checks `interval` apart start to start, as the operator's
                 request = urllib.request.Request(url, headers={'User-Agent': SCRIPT_AGENT})
                 with opener.open(request, timeout=timeout) as response:
                     response.read()
                     if response.status != 200:
                         raise SystemExit(f'health check {k + 1}: HTTP {response.status} from {url}')
                 if k + 1 < count:
-                    time.sleep(interval)
+                    time.sleep(max(0.0, interval - (time.perf_counter() - started)))
 
     def blue_green(self, *, branch: str, spec: PandaDeploySpec, world: AwsWorld) -> Timer:
         """Item 1: one blue/green rollout of the head of `branch`, by hand."""
@@ -439,41 +448,53 @@ def median_split(splits: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(s.get(k, 0.0) for s in splits) for k in keys}
 
 
-def overhead(sandbox: Sandbox, observer: Observer, plain: Plain, commits: Commits, spec_body: dict[str, Any],
-             rounds: int) -> dict[str, Any]:
-    custom, name = sandbox.custom, NAME
-    spec = PandaDeploySpec.model_validate(spec_body)
-    resource = {'apiVersion': f'{GROUP}/{VERSION}', 'kind': 'PandaDeploy',
-                'metadata': {'name': name, 'namespace': NAMESPACE}, 'spec': spec_body}
+def operator_rollout(sandbox: Sandbox, observer: Observer, commits: Commits, resource: dict[str, Any], *,
+                     create: bool) -> dict[str, Any]:
+    """One rollout of a new commit through the operator (create the resource, or PATCH its revision): its split
+    (seconds), and where its API writes begin in the emulator's record ('writes_from')."""
+    custom, name = sandbox.custom, resource['metadata']['name']
+    sha = commits.new()
+    before = len(sandbox.cluster.emulator.writes)
+    start = time.time()
+    if create:
+        found = custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, resource)
+    else:
+        found = custom.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name,
+                                                      {'spec': {'source': {'branch': None, 'revision': sha}}})
+    key = (name, found['metadata']['generation'])
+    seen, = observer.wait_ready([key])
+    assert seen.ready is not None
+    split: dict[str, Any] = operator_split(stage_marks(sandbox.operator_log).get(key, {}), start, seen.ready)
+    split['writes_from'] = before
+    return split
 
-    def operator_rollout(create: bool) -> dict[str, float]:
-        sha = commits.new()
-        start = time.time()
-        if create:
-            found = custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, resource)
-        else:
-            found = custom.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name,
-                                                          {'spec': {'source': {'branch': None, 'revision': sha}}})
-        key = (name, found['metadata']['generation'])
-        seen, = observer.wait_ready([key])
-        assert seen.ready is not None
-        return operator_split(stage_marks(sandbox.operator_log).get(key, {}), start, seen.ready)
 
-    warm = [operator_rollout(create=True)['total'], operator_rollout(create=False)['total']]
-    print(f'[1] warm-up: operator first rollout (creates the service) {warm[0]:.2f}s, second (creates the '
-          f'CodeDeploy application and group, first blue/green) {warm[1]:.2f}s', flush=True)
-    ours: list[dict[str, float]] = []
+def overhead(sandbox: Sandbox, observer: Observer, commits: Commits, resource: dict[str, Any], rounds: int,
+             script: Callable[[], Timer], label: str) -> dict[str, Any]:
+    """Item 1 for one strategy: two untimed warm-up rollouts (the first creates the service, the second is the
+    first blue/green), then `rounds` interleaved rounds of operator and `script`."""
+    def ours(create: bool = False) -> dict[str, Any]:
+        return operator_rollout(sandbox, observer, commits, resource, create=create)
+
+    warm = [ours(create=True)['total'], ours()['total']]
+    print(f'[1] {label} warm-up: operator first rollout (creates the service) {warm[0]:.2f}s, second (the first '
+          f'blue/green{", creating the CodeDeploy application and group" if label == "CodeDeploy" else ""}) '
+          f'{warm[1]:.2f}s', flush=True)
+    mine: list[dict[str, Any]] = []
     theirs: list[dict[str, float]] = []
     for n in range(rounds):
-        ours.append(operator_rollout(create=False))
+        mine.append(ours())
         commits.new()
-        theirs.append(plain.blue_green(branch='main', spec=spec, world=sandbox.world).parts)
-        print(f'[1] round {n + 1}/{rounds}: operator {ours[-1]["total"]:.2f}s '
-              f'({", ".join(f"{k} {v:.2f}" for k, v in ours[-1].items() if k != "total")}); '
+        theirs.append(script().parts)
+        print(f'[1] {label} round {n + 1}/{rounds}: operator {mine[-1]["total"]:.2f}s '
+              f'({", ".join(f"{k} {v:.2f}" for k, v in mine[-1].items() if k not in ("total", "writes_from"))}); '
               f'script {theirs[-1]["total"]:.2f}s '
               f'({", ".join(f"{k} {v:.2f}" for k, v in theirs[-1].items() if k != "total")})', flush=True)
-    return {'warm': warm, 'operator': ours, 'script': theirs,
-            'operator_median': median_split(ours), 'script_median': median_split(theirs)}
+    ecs_overhead.count_writes(mine, sandbox.cluster.emulator.writes, resource['metadata']['name'])
+    splits = [{k: v for k, v in r.items() if k not in ('writes', 'writes_from')} for r in mine]
+    return {'strategy': label, 'warm': warm, 'operator': mine, 'script': theirs,
+            'operator_median': median_split(splits), 'script_median': median_split(theirs),
+            'writes': ecs_overhead.writes_summary(mine)}
 
 
 def concurrency(sandbox: Sandbox, observer: Observer, plain: Plain, commits: Commits,
@@ -563,9 +584,66 @@ def machine(client: docker.DockerClient) -> str:
             f'Docker {client.version()["Version"]} (storage {client.info()["Driver"]})')
 
 
+def item1(sandbox: Sandbox, observer: Observer, plain: Plain, commits: Commits, spec_body: dict[str, Any],
+          args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Item 1 for CodeDeploy (the sample resource, the sandbox's own world) and each ECS strategy in
+    --strategies (a resource and world of its own, `ecs_overhead`)."""
+    resource = {'apiVersion': f'{GROUP}/{VERSION}', 'kind': 'PandaDeploy',
+                'metadata': {'name': NAME, 'namespace': NAMESPACE}, 'spec': spec_body}
+    spec = PandaDeploySpec.model_validate(spec_body)
+    found = [overhead(sandbox, observer, commits, resource, args.rounds, label='CodeDeploy',
+                      script=lambda: plain.blue_green(branch='main', spec=spec, world=sandbox.world))]
+    for strategy in [s for s in args.strategies.split(',') if s.strip()]:
+        ecs_body, world = ecs_overhead.ecs_resource(sandbox, spec_body, strategy.strip())
+        ecs_spec = PandaDeploySpec.model_validate(ecs_body['spec'])
+        script = ecs_overhead.EcsScript(plain=plain, world=world)
+        found.append(overhead(sandbox, observer, commits, ecs_body, args.rounds, label=strategy.strip(),
+                              script=lambda s=script, e=ecs_spec: s.rollout(Timer(), branch='main', spec=e)))
+    return found
+
+
+def print_item1(one: dict[str, Any], rounds: int, codedeploy: dict[str, Any]) -> list[list[str]]:
+    """Item 1's table for one strategy; its summary rows for bench/table.py. An ECS strategy's API writes are
+    held to `codedeploy`'s (issue 13: no more than CodeDeploy's)."""
+    o, s, label = one['operator_median'], one['script_median'], one['strategy']
+    ratio = o['total'] / s['total']
+    start = 'CreateDeployment' if label == 'CodeDeploy' else 'UpdateService'
+    shift = 'ContinueDeployment → traffic shifted' if label == 'CodeDeploy' else \
+        'ContinueServiceDeployment → SUCCESSFUL'
+    print()
+    print(f'Item 1, {label}: one rollout of a new commit, median of {rounds} interleaved rounds (seconds)')
+    print('| phase | operator (stage, as observed) | plain script |')
+    print('|---|---|---|')
+    table = [('start: spec patched → stage 1 started (Kopf, reconciler)', o.get('start', 0), None),
+             ('Build: clone + docker build', o.get('Build', 0), s.get('clone', 0) + s.get('build', 0)),
+             ('Push: docker push (operator also: STS, ECR repo, token)', o.get('Push', 0), s.get('push', 0)),
+             ('Service: RegisterTaskDefinition' + ('' if label == 'CodeDeploy' else ', UpdateService'),
+              o.get('Service', 0), s.get('register', 0)),
+             (f'BlueGreen: {start} → ready for traffic' + ('' if label == 'CodeDeploy' else ' (PAUSE hook)'),
+              o.get('BlueGreen', 0), s.get('deploy', 0)),
+             ('Verify: health checks', o.get('checks', 0), s.get('checks', 0)),
+             (f'Verify: {shift}', o.get('shift', 0), s.get('shift', 0)),
+             ('Complete → Ready', o.get('Complete', 0), None)]
+    for name, a, b in table:
+        print(f'| {name} | {a:.2f} | {"" if b is None else f"{b:.2f}"} |')
+    print(f'| **total** | **{o["total"]:.2f}** | **{s["total"]:.2f}** |')
+    verdict = 'met' if ratio <= 1.05 else 'MISSED'
+    print(f'| ratio operator / script | {ratio:.3f} (target ≤ 1.05: {verdict}) | |')
+    writes_target = '' if label == 'CodeDeploy' else ecs_overhead.writes_verdict(one, codedeploy)
+    print(f'| Kubernetes API writes per rollout (operator) | {one["writes"]} | {writes_target} |')
+    rows = [['1', f'{label} rollout, new commit: operator / plain script (median of {rounds})',
+             f'{o["total"]:.2f} / {s["total"]:.2f} s', ''],
+            ['1', f'{label}: ratio operator / script', f'{ratio:.3f}', f'≤ 1.05: {verdict}'],
+            ['1', f'{label}: Kubernetes API writes per rollout', one['writes'],
+             writes_target]]
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--rounds', type=int, default=5, help='interleaved rounds for item 1 (0: skip item 1)')
+    parser.add_argument('--strategies', default=','.join(ecs_overhead.STRATEGIES),
+                        help='ECS strategies measured in item 1 beside CodeDeploy, comma-separated ("": none)')
     parser.add_argument('--concurrency', default='1,5,20', help='comma-separated N for item 4 ("": skip item 4)')
     parser.add_argument('--poll-seconds', type=float, default=0.25,
                         help='PANDA_DEPLOY_POLL_SECONDS, and the script\'s GetDeployment interval')
@@ -613,7 +691,7 @@ def main() -> None:
         commits = Commits(sandbox.repository)
         sandbox.repository.commit(1)
 
-        one = overhead(sandbox, observer, plain, commits, spec_body, args.rounds) if args.rounds > 0 else None
+        ones = item1(sandbox, observer, plain, commits, spec_body, args) if args.rounds > 0 else []
         many = []
         if levels:
             health_url = start_health_server(stack)
@@ -625,29 +703,8 @@ def main() -> None:
     print(f'machine: {where}')
     print(f'operator: PANDA_DEPLOY_POLL_SECONDS={args.poll_seconds:g} (script polls GetDeployment at the same '
           f'interval), PANDA_DEPLOY_WORKERS={workers}; health checks {args.checks} x {args.interval}s apart on both sides')
-    if one is not None:
-        o, s = one['operator_median'], one['script_median']
-        ratio = o['total'] / s['total']
-        print()
-        print(f'Item 1: one blue/green rollout of a new commit, median of {args.rounds} interleaved rounds (seconds)')
-        print('| phase | operator (stage, as observed) | plain script |')
-        print('|---|---|---|')
-        table = [('start: spec patched → stage 1 started (Kopf, reconciler)', o.get('start', 0), None),
-                 ('Build: clone + docker build', o.get('Build', 0), s.get('clone', 0) + s.get('build', 0)),
-                 ('Push: docker push (operator also: STS, ECR repo, token)', o.get('Push', 0), s.get('push', 0)),
-                 ('Service: RegisterTaskDefinition', o.get('Service', 0), s.get('register', 0)),
-                 ('BlueGreen: CreateDeployment → ready for traffic', o.get('BlueGreen', 0), s.get('deploy', 0)),
-                 ('Verify: health checks', o.get('checks', 0), s.get('checks', 0)),
-                 ('Verify: ContinueDeployment → traffic shifted', o.get('shift', 0), s.get('shift', 0)),
-                 ('Complete → Ready', o.get('Complete', 0), None)]
-        for label, a, b in table:
-            print(f'| {label} | {a:.2f} | {"" if b is None else f"{b:.2f}"} |')
-        print(f'| **total** | **{o["total"]:.2f}** | **{s["total"]:.2f}** |')
-        verdict = 'met' if ratio <= 1.05 else 'MISSED'
-        print(f'| ratio operator / script | {ratio:.3f} (target ≤ 1.05: {verdict}) | |')
-        rows += [['1', f'one blue/green rollout, new commit: operator (median of {args.rounds})', f'{o["total"]:.2f} s', ''],
-                 ['1', 'same external work, plain script', f'{s["total"]:.2f} s', ''],
-                 ['1', 'ratio operator / script', f'{ratio:.3f}', f'≤ 1.05: {verdict}']]
+    for one in ones:
+        rows += print_item1(one, args.rounds, ones[0])
     if many:
         print()
         print('Item 4: N first rollouts at once (own service and commit each); wall seconds, and the sum over the N '
@@ -669,7 +726,7 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({'bench': 'deploy_overhead', 'machine': where, 'rows': rows,
-                                         'item1': one, 'item4': many}, indent=1, default=str))
+                                         'item1': ones, 'item4': many}, indent=1, default=str))
 
 
 if __name__ == '__main__':

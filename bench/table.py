@@ -6,13 +6,29 @@ Each SUMMARY is either the JSON a benchmark wrote with `--json FILE`
 ({"bench", "machine", "rows": [[item, measure, value, target], ...]}) or the
 captured standard output of one (its markdown table rows are taken as they
 are: `| item | measure | value | target |`, or `| measure | value |`, and its
-`machine:` line). Prints one markdown table, with the machine line(s) above it.
+`machine:` line). Prints one markdown table, with the machine line(s) above it,
+and below it deploy_overhead's rollout strategies side by side (overhead
+ratio and API writes per rollout, CodeDeploy beside ECS's own).
 """
 from __future__ import annotations
 
 import json
 import pathlib
 import sys
+
+
+def strategies(path: pathlib.Path) -> list[str]:
+    """deploy_overhead's item 1 side by side, one line per rollout strategy (CodeDeploy first); none for other
+    summaries or an older one."""
+    found = json.loads(path.read_text()).get('item1') if path.suffix == '.json' else None
+    if not isinstance(found, list) or not found:
+        return []
+    lines = ['| rollout strategy | operator (s) | plain script (s) | ratio | Kubernetes API writes per rollout |',
+             '|---|---|---|---|---|']
+    for one in found:
+        o, s = one['operator_median']['total'], one['script_median']['total']
+        lines.append(f'| {one["strategy"]} | {o:.2f} | {s:.2f} | {o / s:.3f} | {one["writes"]} |')
+    return lines
 
 
 def from_json(path: pathlib.Path) -> tuple[str, str, list[list[str]]]:
@@ -66,6 +82,10 @@ def main(argv: list[str]) -> int:
     print('|---|---|---|---|---|')
     for row in rows:
         print('| ' + ' | '.join(cell.replace('|', '/') for cell in row) + ' |')
+    side_by_side = [line for name in argv for line in strategies(pathlib.Path(name))]
+    if side_by_side:
+        print()
+        print('\n'.join(side_by_side))
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Kopf keeps its progress and diff-base in `deploy.panda.dev/…` annotations and
 uses our own finalizer, so `status` holds only our fields. Kopf's own
-log-to-Event posting is off: the reconciler posts the Events, on transitions.
+log-to-Event posting is off: the reconciler posts the Events, on transitions;
+nor does Kopf log a line for each watch event `annotated` handled (`handler_log`).
 """
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ import kopf
 from controller import http, tempdirs
 from controller.assembly import build_engine, build_follower, build_notifier, build_webhooks
 from controller.config import Config
+from controller.handler_log import quiet_watch_handlers
 from controller.kube import Kube
 from controller.models import GROUP, PLURAL, VERSION
 from controller.reconciler import Reconciler
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 FINALIZER = f'{GROUP}/finalizer'
+ANNOTATED = 'annotated'  # the watch-event handler's id (its name, as Kopf would call it)
 
 
 @kopf.on.startup()
@@ -31,6 +34,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
         ignored_fields=['metadata.labels', 'metadata.annotations'])  # only the spec starts runs
     settings.persistence.finalizer = FINALIZER
     settings.posting.enabled = False
+    quiet_watch_handlers(ANNOTATED)
     config = Config.from_env()
     for stale in tempdirs.remove_stale():  # left by an operator that was killed mid-clone
         logger.info('Removed %s, left by a process that is gone', stale)
@@ -72,7 +76,7 @@ async def follow_peering(*, body: kopf.Body, memo: Any, logger: Any, stopped: ko
         memo.follower.forget(body=dict(body))  # nor does it follow the branch (the watch tells it again)
 
 
-@kopf.on.event(*RESOURCE)
+@kopf.on.event(*RESOURCE, id=ANNOTATED)
 async def annotated(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Every watch event: annotations bump no generation (and the diff-base ignores them), so the promote and
     abort annotations reach the reconciler here, and requestedAt and the branch to follow the follower."""
