@@ -215,15 +215,17 @@ class ServiceDeploymentState:
 class EcsDeployments(Protocol):
     """ECS's own deployments: the service with its strategy and PAUSE hook, and its service deployments."""
 
-    def deploy(self, *, spec: PandaDeploySpec, task_definition_arn: str,
-               since: datetime.datetime | None) -> ServiceRollout:
+    def deploy(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: datetime.datetime | None,
+               previous_end: datetime.datetime | None = None) -> ServiceRollout:
         """Create the service with the strategy (its first deployment) or update it to the task definition (a
         new one); a deployment of that task definition created since `since` is found, never started again.
         `DeploymentControllerMismatch` for a service on another controller, before anything changes."""
 
-    def find_deployment(self, *, spec: PandaDeploySpec, task_definition_arn: str,
-                        since: datetime.datetime | None) -> str | None:
-        """The newest service deployment of `task_definition_arn` created since `since`, or None."""
+    def find_deployment(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: datetime.datetime | None,
+                        previous_end: datetime.datetime | None = None) -> str | None:
+        """The newest service deployment of `task_definition_arn` created since `since` (the run's start, less
+        a margin for clocks that differ, but never before `previous_end`: the end of the run before, whose
+        deployment of the same task definition is not this run's), or None."""
 
     def get(self, arn: str) -> ServiceDeploymentState: ...
 

@@ -19,11 +19,12 @@ one. What differs lives here:
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from typing import Protocol
 
 from controller.adapters import DeploymentState, ServiceDeploymentState
 from controller.errors import HealthCheckFailed, Reason, StageFailed
-from controller.models import PandaDeploySpec
+from controller.models import PandaDeploySpec, PandaDeployStatus
 from controller.pipeline.stage import Done, StageContext, Wait
 
 
@@ -196,6 +197,13 @@ def outcome_failure(ctx: StageContext, state: ServiceDeploymentState) -> StageFa
         return StageFailed(f'Rolled back, production stays on the previous revision: {words}',
                            reason=Reason.DEPLOYMENT_ROLLED_BACK)
     return StageFailed(f'Stopped before it finished: {words}', reason=Reason.DEPLOYMENT_STOPPED)
+
+
+def previous_end(status: PandaDeployStatus) -> datetime.datetime | None:
+    """When the run before this one ended (its whole second: status times are kept to the second): a service
+    deployment created earlier is not this run's, even of the same task definition (a rolled-back image retried
+    at once)."""
+    return status.history[0].completed_at + datetime.timedelta(seconds=1) if status.history else None
 
 
 def ecs_name(spec: PandaDeploySpec) -> str:
