@@ -266,7 +266,7 @@ class FakeEcsDeployments:
         self.world = world
 
     def deploy(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: Any,
-               previous_end: Any = None) -> ServiceRollout:
+               earlier: Any = ()) -> ServiceRollout:
         self.world.step('ecs_deployments.deploy')
         cluster, name = spec.ecs.cluster, spec.ecs.service
         controller = self.world.script().get('controller', 'ECS')
@@ -288,7 +288,7 @@ class FakeEcsDeployments:
         return ServiceRollout(cluster=cluster, service=name, created=created, started=True, deployment_arn=arn)
 
     def find_deployment(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: Any,
-                        previous_end: Any = None) -> str | None:
+                        earlier: Any = ()) -> str | None:
         found = [arn for arn, d in self.world.state().get('service_deployments', {}).items()
                  if d['taskdef'] == task_definition_arn and d['status'] == 'IN_PROGRESS']
         return found[-1] if found else None

@@ -11,7 +11,7 @@ import dataclasses
 import datetime
 import pathlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Protocol
 
 from controller.credentials import Credentials
@@ -216,16 +216,15 @@ class EcsDeployments(Protocol):
     """ECS's own deployments: the service with its strategy and PAUSE hook, and its service deployments."""
 
     def deploy(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: datetime.datetime | None,
-               previous_end: datetime.datetime | None = None) -> ServiceRollout:
+               earlier: Collection[str] = ()) -> ServiceRollout:
         """Create the service with the strategy (its first deployment) or update it to the task definition (a
         new one); a deployment of that task definition created since `since` is found, never started again.
         `DeploymentControllerMismatch` for a service on another controller, before anything changes."""
 
     def find_deployment(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: datetime.datetime | None,
-                        previous_end: datetime.datetime | None = None) -> str | None:
+                        earlier: Collection[str] = ()) -> str | None:
         """The newest service deployment of `task_definition_arn` created since `since` (the run's start, less
-        a margin for clocks that differ, but never before `previous_end`: the end of the run before, whose
-        deployment of the same task definition is not this run's), or None."""
+        a margin for clocks that differ), but none whose id (the ARN's last part) is in `earlier` (earlier runs'), or None."""
 
     def get(self, arn: str) -> ServiceDeploymentState: ...
 

@@ -13,8 +13,8 @@ itself; one that died leaves ECS to roll back on its own.
 
 Creating the service or updating it to a new task definition starts a
 service deployment; one run starts at most one: a deployment of the run's
-task definition created since the run started (and after the run before
-ended) is found (ListServiceDeployments and the target revisions' task
+task definition created since the run started (and not one an earlier run
+recorded in its history entry) is found (ListServiceDeployments and the target revisions' task
 definitions) rather than started again, even when it ended meanwhile and ECS
 put the service back on the old task definition (an operator that died
 between UpdateService and saving the ARN, restarted after the hook's timeout
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from controller.adapters import ServiceDeploymentState, ServiceRollout
@@ -108,7 +108,7 @@ class EcsServiceDeployments(EcsService):
     failure_reason = Reason.SERVICE_UPDATE_FAILED
 
     def deploy(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: datetime.datetime | None,
-               previous_end: datetime.datetime | None = None) -> ServiceRollout:
+               earlier: Collection[str] = ()) -> ServiceRollout:
         cluster, name = spec.ecs.cluster, spec.ecs.service
         found = self._describe(cluster=cluster, service=name)
         if found is None:
@@ -118,7 +118,7 @@ class EcsServiceDeployments(EcsService):
         balancers = None if not _subset_differs({'loadBalancers': load_balancers(spec)}, found) \
             else load_balancers(spec)
         arn = self.find_deployment(spec=spec, task_definition_arn=task_definition_arn, since=since,
-                                   previous_end=previous_end) \
+                                   earlier=earlier) \
             if since is not None or found.get('taskDefinition') == task_definition_arn else None
         if found.get('taskDefinition') == task_definition_arn:
             if balancers is None and not _subset_differs(config, found.get('deploymentConfiguration')):
@@ -133,16 +133,15 @@ class EcsServiceDeployments(EcsService):
         arn = answer.get('currentServiceDeployment')
         if not arn or arn == found.get('currentServiceDeployment'):
             arn = self.find_deployment(spec=spec, task_definition_arn=task_definition_arn, since=since,
-                                       previous_end=previous_end)
+                                       earlier=earlier)
         return ServiceRollout(cluster=cluster, service=name, created=False, started=True, deployment_arn=arn)
 
     def find_deployment(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: datetime.datetime | None,
-                        previous_end: datetime.datetime | None = None) -> str | None:
+                        earlier: Collection[str] = ()) -> str | None:
         cluster, name = spec.ecs.cluster, spec.ecs.service
         request: dict[str, Any] = {'cluster': cluster, 'service': name, 'maxResults': 20}
         if since is not None:
-            after = since - CLOCK_MARGIN  # the operator's clock and ECS's differ a little
-            request['createdAt'] = {'after': max(after, previous_end) if previous_end is not None else after}
+            request['createdAt'] = {'after': since - CLOCK_MARGIN}  # the operator's clock and ECS's differ a little
         ecs = self._client('ecs')
         try:
             briefs = ecs.list_service_deployments(**request).get('serviceDeployments') or []
@@ -156,6 +155,8 @@ class EcsServiceDeployments(EcsService):
         definitions = {str(r['serviceRevisionArn']): r.get('taskDefinition') for r in found}
         newest = sorted(briefs, key=lambda b: b.get('createdAt') or 0, reverse=True)
         for brief in newest:
+            if str(brief['serviceDeploymentArn']).rsplit('/', 1)[-1] in earlier:
+                continue
             if definitions.get(str(brief.get('targetServiceRevisionArn'))) == task_definition_arn:
                 return str(brief['serviceDeploymentArn'])
         return None

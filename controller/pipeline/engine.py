@@ -38,7 +38,7 @@ from controller import metrics
 from controller.adapters import AdapterFactory, Adapters
 from controller.errors import PandaDeployError, Reason, StageFailed, StageTimeout, StatusNotSaved, Transient
 from controller.models import RunResult, StageName, StageRecord, StageResult
-from controller.pipeline.rollouts import previous_end
+from controller.pipeline.rollouts import earlier_deployments
 from controller.pipeline.run import Run
 from controller.pipeline.stage import Done, Stage, StageContext, Wait
 
@@ -358,7 +358,7 @@ def _stop_ecs_if_open(run: Run, adapters: RunAdapters, *, find: bool) -> str | N
     arn = status.service_deployment_arn
     if not arn and find and status.task_definition_arn:
         arn = deployments.find_deployment(spec=run.spec, task_definition_arn=status.task_definition_arn,
-                                          since=status.started_at, previous_end=previous_end(status))
+                                          since=status.started_at, earlier=earlier_deployments(status))
     if not arn:
         return None
     state = deployments.get(arn)

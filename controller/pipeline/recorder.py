@@ -249,7 +249,8 @@ class Recorder:
             deployment_id=s.deployment_id or '', generation=self.generation, revision=s.revision,
             result=result, reason=reason, message=message, started_at=started, completed_at=s.completed_at,
             duration_seconds=s.duration_seconds, image_uri=s.image.uri if s.image else None,
-            active_color=s.active_color)
+            active_color=s.active_color,
+            service_deployment_id=s.service_deployment_arn.rsplit('/', 1)[-1] if s.service_deployment_arn else None)
         s.history = [entry, *s.history][:history_limit]
         if result == RunResult.succeeded:
             s.phase = Phase.succeeded

@@ -19,7 +19,6 @@ one. What differs lives here:
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from typing import Protocol
 
 from controller.adapters import DeploymentState, ServiceDeploymentState
@@ -199,11 +198,10 @@ def outcome_failure(ctx: StageContext, state: ServiceDeploymentState) -> StageFa
     return StageFailed(f'Stopped before it finished: {words}', reason=Reason.DEPLOYMENT_STOPPED)
 
 
-def previous_end(status: PandaDeployStatus) -> datetime.datetime | None:
-    """When the run before this one ended (its whole second: status times are kept to the second): a service
-    deployment created earlier is not this run's, even of the same task definition (a rolled-back image retried
-    at once)."""
-    return status.history[0].completed_at + datetime.timedelta(seconds=1) if status.history else None
+def earlier_deployments(status: PandaDeployStatus) -> frozenset[str]:
+    """The ids of the service deployments earlier runs recorded: never this run's, even of the same task
+    definition (a rolled-back image retried at once)."""
+    return frozenset(entry.service_deployment_id for entry in status.history if entry.service_deployment_id)
 
 
 def ecs_name(spec: PandaDeploySpec) -> str:
