@@ -11,7 +11,7 @@ ECS requests and answers checked against botocore's model.
   (ListServiceDeployments, matched to the run's task definition), whether it is still going (the run
   succeeds on it) or ended while nobody watched (ECS rolled it back at the hook's timeout: the run fails
   with ECS's words); it never starts a second.
-- Migration, as AWS documents it: a service on the ECS controller deploying with ROLLING (no strategy)
+- Migration, as AWS documents it: a service on the ECS controller deploying with ROLLING (said, or no strategy)
   is moved to BLUE_GREEN / LINEAR by the run's one UpdateService, which carries
   `deploymentConfiguration.strategy` and `loadBalancers[].advancedConfiguration` with the new task
   definition; the run succeeds through that deployment.
@@ -175,27 +175,29 @@ async def test_a_retry_of_a_rolled_back_image_at_once_starts_its_own_deployment(
 # -- migration and refusal ---------------------------------------------------------------------------
 
 
-def rolling_service(world: World, spec: PandaDeploySpec) -> str:
-    """A service deploying with ECS's ROLLING updates (no strategy) behind the blue target group; its definition."""
+def rolling_service(world: World, spec: PandaDeploySpec, *, strategy: str | None = None) -> str:
+    """A service deploying with ECS's ROLLING updates (`strategy` ROLLING, or none: the same) behind the blue
+    target group; its task definition."""
     ecs = world.session.client('ecs')
     definition = ecs.register_task_definition(family=spec.ecs.service, containerDefinitions=[
         {'name': 'web', 'image': 'registry.local/web:v0', 'memory': 512}])['taskDefinition']['taskDefinitionArn']
     ecs.create_service(cluster=spec.ecs.cluster, serviceName=spec.ecs.service, taskDefinition=definition,
                        desiredCount=1, deploymentController={'type': 'ECS'},
-                       deploymentConfiguration={'maximumPercent': 200, 'minimumHealthyPercent': 100},
+                       deploymentConfiguration={'maximumPercent': 200, 'minimumHealthyPercent': 100,
+                                                **({'strategy': strategy} if strategy else {})},
                        loadBalancers=[{'targetGroupArn': world.blue_tg, 'containerName': 'web', 'containerPort': 8080}])
     return str(definition)
 
 
-@pytest.mark.parametrize(('strategy', 'steps', 'ecs_name'), [
-    ('BlueGreen', {}, 'BLUE_GREEN'),
-    ('Linear', {'linear': {'stepPercent': 50, 'stepBakeMinutes': 1}}, 'LINEAR'),
+@pytest.mark.parametrize(('rolling', 'strategy', 'steps', 'ecs_name'), [
+    (None, 'BlueGreen', {}, 'BLUE_GREEN'),
+    ('ROLLING', 'Linear', {'linear': {'stepPercent': 50, 'stepBakeMinutes': 1}}, 'LINEAR'),
 ])
 async def test_a_rolling_service_is_migrated_to_the_strategy_by_the_runs_one_update(
-        world: World, health: Callable[..., Health], contract: ContractCheck, strategy: str, steps: dict[str, Any],
-        ecs_name: str) -> None:
+        world: World, health: Callable[..., Health], contract: ContractCheck, rolling: str | None, strategy: str,
+        steps: dict[str, Any], ecs_name: str) -> None:
     spec = world.spec(health().url, strategy=strategy, **steps)
-    before = rolling_service(world, spec)
+    before = rolling_service(world, spec, strategy=rolling)
 
     done = await rollout(spec, commit('a'), contract)
 
