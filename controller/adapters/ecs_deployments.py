@@ -143,20 +143,21 @@ class EcsServiceDeployments(EcsService):
         if since is not None:
             request['createdAt'] = {'after': since - CLOCK_MARGIN}  # the operator's clock and ECS's differ a little
         ecs = self._client('ecs')
+        action = 'ListServiceDeployments'
         try:
-            briefs = ecs.list_service_deployments(**request).get('serviceDeployments') or []
+            briefs = [b for b in ecs.list_service_deployments(**request).get('serviceDeployments') or []
+                      if str(b['serviceDeploymentArn']).rsplit('/', 1)[-1] not in earlier]
             revisions = [str(b['targetServiceRevisionArn']) for b in briefs if b.get('targetServiceRevisionArn')]
+            action = 'DescribeServiceRevisions'
             found = ecs.describe_service_revisions(serviceRevisionArns=revisions)['serviceRevisions'] \
                 if revisions else []
         except Exception as exc:
             if error_code(exc) == 'ServiceNotFoundException':
                 return None
-            raise self._service_error(exc, 'ListServiceDeployments', cluster=cluster, service=name) from exc
+            raise self._service_error(exc, action, cluster=cluster, service=name) from exc
         definitions = {str(r['serviceRevisionArn']): r.get('taskDefinition') for r in found}
         newest = sorted(briefs, key=lambda b: b.get('createdAt') or 0, reverse=True)
         for brief in newest:
-            if str(brief['serviceDeploymentArn']).rsplit('/', 1)[-1] in earlier:
-                continue
             if definitions.get(str(brief.get('targetServiceRevisionArn'))) == task_definition_arn:
                 return str(brief['serviceDeploymentArn'])
         return None

@@ -13,7 +13,8 @@ and StopServiceDeployment.
 - Persistent faults: the run ends Failed naming the AWS error code and the ECS operation, within the stage
   timeout, and the requests show no hot loop (at most 5 per call, calls spaced by the engine's backoff;
   the last may be the engine's best-effort stop of the run's open deployment as the run fails).
-  AccessDenied is not retried at all.
+  AccessDenied is not retried at all. DescribeServiceRevisions (asked by a run restarted before it saved its
+  deployment's ARN) is retried, or fails the run naming it.
 """
 from __future__ import annotations
 
@@ -32,11 +33,13 @@ from tests.aws_contract import ContractCheck
 from tests.faultproxy import Fault, FaultProxy, gaps
 from tests.integration.awsworld import session  # noqa: F401 (session is a fixture)
 from tests.integration.test_ecs_deployments_sandbox import build_world
+from tests.integration.test_ecs_resume import killed_after
 from tests.integration.test_ecs_rollout import (  # noqa: F401 (fixtures: contract, world, health)
     World,
     _Clients,
     contract,
     ready,
+    resume,
     rollout,
     start_tasks,
     world,
@@ -226,6 +229,30 @@ async def test_access_denied_on_update_service_fails_at_once(
     assert 'AccessDeniedException' in record.message and 'UpdateService' in record.message, record.message
     assert 'gave up' not in record.message and rule.fired == 1  # not retried
     assert len(world.deployments(spec)) == 1
+
+
+@pytest.mark.parametrize('persistent', [False, True])
+async def test_faults_on_describe_service_revisions_as_a_restarted_run_looks_for_its_deployment(
+        world: World, health: Callable[..., Health], contract: ContractCheck, proxy: FaultProxy,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch, aws_url: str, persistent: bool) -> None:
+    """DescribeServiceRevisions is asked only when stage 3 finds deployments it did not record: after a restart
+    between UpdateService and saving the ARN (test_ecs_resume.py)."""
+    spec = world.spec(health().url, stage_seconds=12)
+    first = await first_rollout(spec, contract)
+    stopped = await killed_after('UpdateService', spec, commit('b'), contract, after=first)
+    [_, started] = [d['serviceDeploymentArn'] for d in world.deployments(spec)]
+    rule = proxy.add('500', operation='DescribeServiceRevisions', times=None if persistent else REQUESTS_PER_CALL + 1)
+
+    resumed = await through(proxy, monkeypatch, aws_url, resume(spec, stopped, contract))
+
+    assert [d['serviceDeploymentArn'] for d in world.deployments(spec)][1:] == [started], 'no second deployment'
+    if not persistent:
+        assert resumed.result == RunResult.succeeded and rule.fired == REQUESTS_PER_CALL + 1, resumed.sink.lines
+        assert resumed.status.service_deployment_arn == started
+        return
+    record = resumed.record(StageName.service)
+    assert resumed.result == RunResult.failed and record.reason in ('ServiceUpdateFailed', 'StageTimeout'), record
+    assert 'DescribeServiceRevisions' in record.message and 'InternalFailure' in record.message, record.message
 
 
 async def timed(runs: Any) -> tuple[Rollout, float]:
