@@ -270,7 +270,8 @@ class FakeEcsDeployments:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def deploy(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: Any) -> ServiceRollout:
+    def deploy(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: Any,
+               earlier: Any = ()) -> ServiceRollout:
         self.world.step('ecs_deployments.deploy')
         cluster, name = spec.ecs.cluster, spec.ecs.service
         controller = self.world.script().get('controller', 'ECS')
@@ -291,7 +292,8 @@ class FakeEcsDeployments:
             self.world.save(state)
         return ServiceRollout(cluster=cluster, service=name, created=created, started=True, deployment_arn=arn)
 
-    def find_deployment(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: Any) -> str | None:
+    def find_deployment(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: Any,
+                        earlier: Any = ()) -> str | None:
         found = [arn for arn, d in self.world.state().get('service_deployments', {}).items()
                  if d['taskdef'] == task_definition_arn and d['status'] == 'IN_PROGRESS']
         return found[-1] if found else None

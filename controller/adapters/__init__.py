@@ -11,7 +11,7 @@ import dataclasses
 import datetime
 import pathlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Protocol
 
 from controller.credentials import Credentials
@@ -266,15 +266,16 @@ class ServiceDeploymentState:
 class EcsDeployments(Protocol):
     """ECS's own deployments: the service with its strategy and PAUSE hook, and its service deployments."""
 
-    def deploy(self, *, spec: PandaDeploySpec, task_definition_arn: str,
-               since: datetime.datetime | None) -> ServiceRollout:
+    def deploy(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: datetime.datetime | None,
+               earlier: Collection[str] = ()) -> ServiceRollout:
         """Create the service with the strategy (its first deployment) or update it to the task definition (a
         new one); a deployment of that task definition created since `since` is found, never started again.
         `DeploymentControllerMismatch` for a service on another controller, before anything changes."""
 
-    def find_deployment(self, *, spec: PandaDeploySpec, task_definition_arn: str,
-                        since: datetime.datetime | None) -> str | None:
-        """The newest service deployment of `task_definition_arn` created since `since`, or None."""
+    def find_deployment(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: datetime.datetime | None,
+                        earlier: Collection[str] = ()) -> str | None:
+        """The newest service deployment of `task_definition_arn` created since `since` (the run's start, less
+        a margin for clocks that differ), but none whose id (the ARN's last part) is in `earlier` (earlier runs'), or None."""
 
     def get(self, arn: str) -> ServiceDeploymentState: ...
 

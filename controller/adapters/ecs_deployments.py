@@ -13,16 +13,19 @@ itself; one that died leaves ECS to roll back on its own.
 
 Creating the service or updating it to a new task definition starts a
 service deployment; one run starts at most one: a deployment of the run's
-task definition created since the run started is found
-(ListServiceDeployments and the target revisions' task definitions) rather
-than started again. A service on the `CODE_DEPLOY` (or `EXTERNAL`) controller
-is refused before anything changes (`DeploymentControllerMismatch`).
+task definition created since the run started (and not one an earlier run
+recorded in its history entry) is found (ListServiceDeployments and the target revisions' task
+definitions) rather than started again, even when it ended meanwhile and ECS
+put the service back on the old task definition (an operator that died
+between UpdateService and saving the ARN, restarted after the hook's timeout
+rolled the deployment back). A service on the `CODE_DEPLOY` (or `EXTERNAL`)
+controller is refused before anything changes (`DeploymentControllerMismatch`).
 """
 from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from controller.adapters import ServiceDeploymentState, ServiceRollout
@@ -36,6 +39,7 @@ MAX_HOOK_MINUTES = 20160  # AWS's bound for timeoutConfiguration.timeoutInMinute
 EVENTS_SHOWN = 3  # the service's newest events in a failure message (each once)
 WORDS_LIMIT = 320  # characters of ECS's statusReason in a message (events and task reasons: half), all within 1024
 STOPPED_TASKS_SHOWN = 3
+CLOCK_MARGIN = datetime.timedelta(seconds=60)  # a deployment this long before the run's start may be the run's
 
 
 def hook_timeout_minutes(spec: PandaDeploySpec) -> int:
@@ -103,8 +107,8 @@ class EcsServiceDeployments(EcsService):
 
     failure_reason = Reason.SERVICE_UPDATE_FAILED
 
-    def deploy(self, *, spec: PandaDeploySpec, task_definition_arn: str,
-               since: datetime.datetime | None) -> ServiceRollout:
+    def deploy(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: datetime.datetime | None,
+               earlier: Collection[str] = ()) -> ServiceRollout:
         cluster, name = spec.ecs.cluster, spec.ecs.service
         found = self._describe(cluster=cluster, service=name)
         if found is None:
@@ -113,36 +117,44 @@ class EcsServiceDeployments(EcsService):
         config = deployment_configuration(spec)
         balancers = None if not _subset_differs({'loadBalancers': load_balancers(spec)}, found) \
             else load_balancers(spec)
+        arn = self.find_deployment(spec=spec, task_definition_arn=task_definition_arn, since=since,
+                                   earlier=earlier) \
+            if since is not None or found.get('taskDefinition') == task_definition_arn else None
         if found.get('taskDefinition') == task_definition_arn:
-            arn = self.find_deployment(spec=spec, task_definition_arn=task_definition_arn, since=since)
             if balancers is None and not _subset_differs(config, found.get('deploymentConfiguration')):
                 return ServiceRollout(cluster=cluster, service=name, created=False, started=False, deployment_arn=arn)
             answer = self._update(spec, config=config, balancers=balancers)
             started = answer.get('currentServiceDeployment') not in (None, found.get('currentServiceDeployment'))
             return ServiceRollout(cluster=cluster, service=name, created=False, started=started,
                                   deployment_arn=answer.get('currentServiceDeployment') if started else arn)
+        if arn is not None:  # started by this run before a restart, and ended since (ECS rolled it back)
+            return ServiceRollout(cluster=cluster, service=name, created=False, started=False, deployment_arn=arn)
         answer = self._update(spec, config=config, balancers=balancers, task_definition_arn=task_definition_arn)
         arn = answer.get('currentServiceDeployment')
         if not arn or arn == found.get('currentServiceDeployment'):
-            arn = self.find_deployment(spec=spec, task_definition_arn=task_definition_arn, since=since)
+            arn = self.find_deployment(spec=spec, task_definition_arn=task_definition_arn, since=since,
+                                       earlier=earlier)
         return ServiceRollout(cluster=cluster, service=name, created=False, started=True, deployment_arn=arn)
 
-    def find_deployment(self, *, spec: PandaDeploySpec, task_definition_arn: str,
-                        since: datetime.datetime | None) -> str | None:
+    def find_deployment(self, *, spec: PandaDeploySpec, task_definition_arn: str, since: datetime.datetime | None,
+                        earlier: Collection[str] = ()) -> str | None:
         cluster, name = spec.ecs.cluster, spec.ecs.service
         request: dict[str, Any] = {'cluster': cluster, 'service': name, 'maxResults': 20}
         if since is not None:
-            request['createdAt'] = {'after': since - datetime.timedelta(seconds=60)}  # clocks differ a little
+            request['createdAt'] = {'after': since - CLOCK_MARGIN}  # the operator's clock and ECS's differ a little
         ecs = self._client('ecs')
+        action = 'ListServiceDeployments'
         try:
-            briefs = ecs.list_service_deployments(**request).get('serviceDeployments') or []
+            briefs = [b for b in ecs.list_service_deployments(**request).get('serviceDeployments') or []
+                      if str(b['serviceDeploymentArn']).rsplit('/', 1)[-1] not in earlier]
             revisions = [str(b['targetServiceRevisionArn']) for b in briefs if b.get('targetServiceRevisionArn')]
+            action = 'DescribeServiceRevisions'
             found = ecs.describe_service_revisions(serviceRevisionArns=revisions)['serviceRevisions'] \
                 if revisions else []
         except Exception as exc:
             if error_code(exc) == 'ServiceNotFoundException':
                 return None
-            raise self._service_error(exc, 'ListServiceDeployments', cluster=cluster, service=name) from exc
+            raise self._service_error(exc, action, cluster=cluster, service=name) from exc
         definitions = {str(r['serviceRevisionArn']): r.get('taskDefinition') for r in found}
         newest = sorted(briefs, key=lambda b: b.get('createdAt') or 0, reverse=True)
         for brief in newest:

@@ -21,6 +21,10 @@ def _capped(limit: int) -> BeforeValidator:
 # path around `PandaDeployError` can grow the status; the CRD says the same with maxLength.
 Message = Annotated[str, _capped(MESSAGE_LIMIT), Field(max_length=MESSAGE_LIMIT)]
 HistoryMessage = Annotated[str, _capped(HISTORY_MESSAGE_LIMIT), Field(max_length=HISTORY_MESSAGE_LIMIT)]
+DEPLOYMENT_ID_LIMIT = 64
+"""Characters of a service deployment id in a history entry (ECS's are 22; a longer one is cut, and then matches
+nothing)."""
+DeploymentIdPart = Annotated[str, _capped(DEPLOYMENT_ID_LIMIT), Field(max_length=DEPLOYMENT_ID_LIMIT)]
 
 
 class Phase(str, enum.Enum):
@@ -172,6 +176,8 @@ class HistoryEntry(Model):
     """ECS task definition the run deployed (what an undo to this run deploys again)."""
     trigger: Trigger | None = None
     """What started the run: Build, Undo of a run, Retry of a run."""
+    service_deployment_id: DeploymentIdPart | None = None
+    """Id (the ARN's last part) of the run's ECS service deployment; no later run takes it for its own."""
 
 
 class BranchHead(Model):

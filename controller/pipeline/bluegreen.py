@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from controller.errors import Reason, StageFailed
 from controller.models import StageName
-from controller.pipeline.rollouts import ecs_state, outcome_failure, report_lifecycle, short
+from controller.pipeline.rollouts import earlier_deployments, ecs_state, outcome_failure, report_lifecycle, short
 from controller.pipeline.stage import Done, StageContext, Wait
 
 POLL_SECONDS = 5.0
@@ -72,7 +72,8 @@ class BlueGreen:
         arn = ctx.status.task_definition_arn
         assert arn, 'Service records the task definition before BlueGreen runs'
         found = ctx.adapters.ecs_deployments.find_deployment(spec=ctx.spec, task_definition_arn=arn,
-                                                             since=ctx.status.started_at)
+                                                             since=ctx.status.started_at,
+                                                             earlier=earlier_deployments(ctx.status))
         if found is None:
             return Done(f'ECS service {ctx.spec.ecs.service} already runs {arn.rsplit("/", 1)[-1]}; '
                         'no deployment needed', skipped=True)

@@ -39,6 +39,7 @@ from controller.adapters import AdapterFactory, Adapters
 from controller.errors import PandaDeployError, Reason, StageFailed, StageTimeout, StatusNotSaved, Transient
 from controller.models import RunResult, StageName, StageRecord, StageResult
 from controller.pipeline.build_stop import close_build
+from controller.pipeline.rollouts import earlier_deployments
 from controller.pipeline.run import Run
 from controller.pipeline.stage import Done, Stage, StageContext, Wait
 
@@ -365,7 +366,7 @@ def _stop_ecs_if_open(run: Run, adapters: RunAdapters, *, find: bool) -> str | N
     arn = status.service_deployment_arn
     if not arn and find and status.task_definition_arn:
         arn = deployments.find_deployment(spec=run.spec, task_definition_arn=status.task_definition_arn,
-                                          since=status.started_at)
+                                          since=status.started_at, earlier=earlier_deployments(status))
     if not arn:
         return None
     state = deployments.get(arn)

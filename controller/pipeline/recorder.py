@@ -274,7 +274,8 @@ class Recorder:
             result=result, reason=reason, message=message, started_at=started, completed_at=s.completed_at,
             duration_seconds=s.duration_seconds, image_uri=s.image.uri if s.image else None,
             image_digest=s.image.digest if s.image else None, task_definition_arn=s.task_definition_arn,
-            active_color=s.active_color, trigger=s.trigger)
+            active_color=s.active_color, trigger=s.trigger,
+            service_deployment_id=s.service_deployment_arn.rsplit('/', 1)[-1] if s.service_deployment_arn else None)
         s.history = [entry, *s.history][:history_limit]
         if result == RunResult.succeeded:
             s.phase = Phase.succeeded

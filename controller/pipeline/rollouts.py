@@ -23,7 +23,7 @@ from typing import Protocol
 
 from controller.adapters import DeploymentState, ServiceDeploymentState
 from controller.errors import HealthCheckFailed, Reason, StageFailed
-from controller.models import PandaDeploySpec
+from controller.models import PandaDeploySpec, PandaDeployStatus
 from controller.pipeline.progress import traffic_step
 from controller.pipeline.stage import Done, StageContext, Wait
 
@@ -199,6 +199,12 @@ def outcome_failure(ctx: StageContext, state: ServiceDeploymentState) -> StageFa
         return StageFailed(f'Rolled back, production stays on the previous revision: {words}',
                            reason=Reason.DEPLOYMENT_ROLLED_BACK)
     return StageFailed(f'Stopped before it finished: {words}', reason=Reason.DEPLOYMENT_STOPPED)
+
+
+def earlier_deployments(status: PandaDeployStatus) -> frozenset[str]:
+    """The ids of the service deployments earlier runs recorded: never this run's, even of the same task
+    definition (a rolled-back image retried at once)."""
+    return frozenset(entry.service_deployment_id for entry in status.history if entry.service_deployment_id)
 
 
 def ecs_name(spec: PandaDeploySpec) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.models import ImageStatus, PandaDeploySpec, StageName, TriggerKind
+from controller.pipeline.rollouts import earlier_deployments
 from controller.pipeline.stage import Done, StageContext
 
 
@@ -100,7 +101,7 @@ def _ecs_rollout(ctx: StageContext, arn: str, *, registered: bool) -> Done:
     revision = arn.rsplit('/', 1)[-1]
     ctx.progress(('Task definition registered: ' if registered else 'Task definition unchanged: ') + arn)
     rollout = ctx.adapters.ecs_deployments.deploy(spec=ctx.spec, task_definition_arn=arn,
-                                                  since=ctx.status.started_at)
+                                                  since=ctx.status.started_at, earlier=earlier_deployments(ctx.status))
     verb = 'created' if rollout.created else 'updated' if rollout.started else 'found'
     ctx.progress(f'ECS service {rollout.service} {verb} in cluster {rollout.cluster} '
                  f'({ctx.spec.strategy.value}, PAUSE hook at POST_TEST_TRAFFIC_SHIFT)')

@@ -33,6 +33,16 @@ After each restart the run must end Ready for its generation, and:
   Verify was recorded done);
 - no `panda-deploy-src-*` / `panda-deploy-resolve-*` directory is left in the operator's TMPDIR (a killed
   build leaves its checkout there; the restarted operator removes it: `controller.tempdirs`).
+
+The second test runs in the same stack (one stack: CI time) a second PandaDeploy, `ecs-app`, whose service ECS
+deploys itself (spec.rollout BlueGreen, its world made as `sandbox world` makes it: `tests/e2e/crash_ecs.py`),
+with the kill points of that path (ECS_PLAN): inside Service, as the ECS deployment simulator starts the service
+deployment of CreateService (rollout 1) or UpdateService (the reply lost); after Service (the write with the
+service deployment's ARN); at the PAUSE hook (the simulator shows it AWAITING_ACTION); inside Verify as the
+simulator takes ContinueServiceDeployment CONTINUE, and as it moves production's weights; and the run's final
+write lost. The same checks hold, with ECS's service deployments in place of CodeDeploy's: exactly one of the
+run's task definition, the one `status.serviceDeploymentArn` names, SUCCESSFUL, and one per rollout in all
+(rollout 1's included: creating the service with the strategy deploys it).
 """
 from __future__ import annotations
 
@@ -65,6 +75,7 @@ from controller.sandbox.stack.manifests import NAME, NAMESPACE, demo_manifests
 from controller.sandbox.stack.progress import ProgressPrinter
 from controller.sandbox.stack.sandbox import Sandbox, restart_operator, start_sandbox
 from tests.conftest import unavailable
+from tests.e2e import crash_ecs
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -73,6 +84,7 @@ SLOW_STEP_SECONDS = 4  # the slow build step of the Build kill point's commit
 BLOB_BYTES = 48 * 1024 * 1024  # the random layer of the Push kill point's commit
 ATTEMPTS = 3  # rollouts a kill point may take to land
 KILL_TIMEOUT = 150.0
+RUN_TIMEOUT = 120.0  # as the demo's ROLLOUT_TIMEOUT
 TEMP_PATTERNS = ('panda-deploy-src-*', 'panda-deploy-resolve-*')
 FINISHED = ('Succeeded', 'Skipped')
 ORDER = list(StageName)
@@ -250,12 +262,14 @@ def _registering(s: Stack, kill: Callable[[], None]) -> Iterator[None]:
         EC2ContainerServiceBackend.register_task_definition = original  # type: ignore[method-assign]
 
 
-def _simulating(operation: str) -> Callable[[Stack, Callable[[], None]], contextlib.AbstractContextManager[None]]:
-    """The CodeDeploy simulator's `operation` kills the operator first: it happens, the reply is lost."""
+def _simulating(operation: str, *, ecs: bool = False
+                ) -> Callable[[Stack, Callable[[], None]], contextlib.AbstractContextManager[None]]:
+    """The CodeDeploy (or ECS deployment) simulator's `operation` kills the operator first: it happens, the
+    reply is lost."""
 
     @contextlib.contextmanager
     def hook(s: Stack, kill: Callable[[], None]) -> Iterator[None]:
-        simulator = s.sandbox.aws.simulator
+        simulator: Any = s.sandbox.aws.ecs_simulator if ecs else s.sandbox.aws.simulator
         original = getattr(simulator, operation)
 
         def intercepted(**kwargs: Any) -> Any:
@@ -295,6 +309,26 @@ PLAN = [after(StageName.service), IN_BUILD, IN_PUSH, after(StageName.build), aft
         IN_CONTINUE, after(StageName.verify)]
 
 
+def _at_hook(r: Rollout, obj: dict[str, Any]) -> bool:
+    return (unfinished(obj, r.generation, StageName.verify)
+            and crash_ecs.awaiting_hook(r.sandbox, (obj.get('status') or {}).get('serviceDeploymentArn')))
+
+
+# The ECS native service (spec.rollout BlueGreen): rollout 1 creates it with the strategy (a service deployment
+# too), the later ones update it; each run's deployment waits at the operator's PAUSE hook.
+ECS_PLAN = [
+    KillPoint('inside Service (CreateService/UpdateService started the service deployment, reply lost)',
+              StageName.service, _intercepted, on_write=False, intercept=_simulating('start_deployment', ecs=True)),
+    after(StageName.service),  # the write that records the service deployment's ARN: its reply lost
+    KillPoint('inside Verify (deployment waiting at the PAUSE hook)', StageName.verify, _at_hook, on_write=False),
+    KillPoint('inside Verify (ContinueServiceDeployment CONTINUE made, reply lost)', StageName.verify,
+              _intercepted, on_write=False, intercept=_simulating('continue_deployment', ecs=True)),
+    KillPoint('inside Verify (production traffic shifting)', StageName.verify, _intercepted, on_write=False,
+              intercept=lambda s, kill: crash_ecs.shifting_production(kill)),
+    after(StageName.verify),  # the run's final write: lost
+]
+
+
 # ---------------------------------------------------------------------------------------------
 # The stack and the rollouts.
 
@@ -310,6 +344,10 @@ class Stack:
     dockerfile: str
     spec: PandaDeploySpec
     rollouts: int = 0
+    name: str = NAME  # the PandaDeploy the kill points roll out
+    resource: dict[str, Any] | None = None  # its manifest, when not the demo's
+    ecs: bool = False  # deployed by ECS itself (spec.rollout), not CodeDeploy
+    versions_before: int = 0  # the sample's versions another PandaDeploy's rollouts committed
 
 
 @pytest.fixture(scope='module')
@@ -358,7 +396,7 @@ def commit(s: Stack, number: int, point: KillPoint) -> str:
         dockerfile = dockerfile.replace('\nCMD ', f'\n{extra}CMD ', 1)
         assert extra in dockerfile, 'the sample Dockerfile has no CMD line to put the extra steps before'
     (work / 'Dockerfile').write_text(dockerfile)
-    sha, _ = s.sandbox.repository.commit(number)
+    sha, _ = s.sandbox.repository.commit(s.versions_before + number)
     return sha
 
 
@@ -374,16 +412,21 @@ def start_rollout(s: Stack, number: int, point: KillPoint) -> tuple[int, str]:
         secrets_, resource = manifests(sandbox)
         core = kubernetes.client.CoreV1Api(sandbox.api)
         for secret in secrets_:
-            core.create_namespaced_secret(NAMESPACE, secret)
-        found = sandbox.custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, resource)
+            try:
+                core.create_namespaced_secret(NAMESPACE, secret)
+            except kubernetes.client.ApiException as exc:
+                if exc.status != 409:  # the other test's first rollout made it
+                    raise
+        found = sandbox.custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL,
+                                                               s.resource or resource)
     else:
         found = sandbox.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, NAMESPACE, PLURAL, NAME, {'spec': {'source': {'branch': None, 'revision': sha}}})
+            GROUP, VERSION, NAMESPACE, PLURAL, s.name, {'spec': {'source': {'branch': None, 'revision': sha}}})
     return int(found['metadata']['generation']), sha
 
 
 def get(s: Stack) -> dict[str, Any]:
-    return s.sandbox.custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, NAME)
+    return s.sandbox.custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, s.name)
 
 
 def leftover_dirs(s: Stack) -> list[str]:
@@ -391,13 +434,13 @@ def leftover_dirs(s: Stack) -> list[str]:
 
 
 @contextlib.contextmanager
-def on_write(decide: Callable[[dict[str, Any]], bool | None]) -> Iterator[None]:
-    """`decide(object)` on each write of a PandaDeploy, in the API emulator, before the object is stored and
-    before the writer gets any reply; True: the write is dropped (the writer never got it through)."""
+def on_write(decide: Callable[[dict[str, Any]], bool | None], resource: str = NAME) -> Iterator[None]:
+    """`decide(object)` on each write of the PandaDeploy `resource`, in the API emulator, before the object is
+    stored and before the writer gets any reply; True: the write is dropped (the writer never got it through)."""
     original = ClusterEmulator._store
 
     def store(self: ClusterEmulator, rtype: Any, namespace: str | None, name: str, obj: dict[str, Any]) -> None:
-        if rtype.plural == PLURAL and decide(obj):
+        if rtype.plural == PLURAL and name == resource and decide(obj):
             raise ApiError(503, 'ServiceUnavailable', 'the writer was killed while sending this write')
         original(self, rtype, namespace, name, obj)
 
@@ -410,7 +453,7 @@ def on_write(decide: Callable[[dict[str, Any]], bool | None]) -> Iterator[None]:
 
 def current(s: Stack) -> dict[str, Any]:
     """The resource as the API emulator holds it now (in this process: no watch delay)."""
-    return s.sandbox.cluster.emulator.get(PLURAL, NAMESPACE, NAME) or {}
+    return s.sandbox.cluster.emulator.get(PLURAL, NAMESPACE, s.name) or {}
 
 
 def kill_at(s: Stack, point: KillPoint, rollout: Rollout) -> str | None:
@@ -446,7 +489,7 @@ def kill_at(s: Stack, point: KillPoint, rollout: Rollout) -> str | None:
         if point.intercept is not None:
             hooks.enter_context(point.intercept(s, intercepted))
         if point.on_write:
-            hooks.enter_context(on_write(lambda obj: fire(obj, 'write')))
+            hooks.enter_context(on_write(lambda obj: fire(obj, 'write'), s.name))
         deadline = time.monotonic() + KILL_TIMEOUT
         while not fired.is_set():
             latest = current(s)
@@ -469,6 +512,28 @@ def kill_at(s: Stack, point: KillPoint, rollout: Rollout) -> str | None:
                             pytrace=False)
             fired.wait(0.02)
         return how[0]
+
+
+def await_run(s: Stack, generation: int) -> None:
+    """The run for `generation` ended Succeeded (the demo's printer watches the demo's resource only: another
+    is read from the API emulator); DemoFailed otherwise."""
+    if s.name == NAME:
+        await_rollout(s.sandbox, generation)
+        return
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        status = current(s).get('status') or {}
+        if status.get('observedGeneration') == generation and status.get('phase') in ('Succeeded', 'Failed'):
+            if status['phase'] != 'Succeeded':
+                raise DemoFailed(f'rollout for generation {generation} failed: {status.get("message")}; operator '
+                                 f'log:\n{tail(s.sandbox.operator_log)}')
+            return
+        if s.sandbox.operator.poll() is not None:
+            raise DemoFailed(f'the operator exited with {s.sandbox.operator.returncode}:\n'
+                             f'{tail(s.sandbox.operator_log)}')
+        time.sleep(0.2)
+    raise DemoFailed(f'rollout for generation {generation} did not finish within {RUN_TIMEOUT:.0f}s; operator '
+                     f'log:\n{tail(s.sandbox.operator_log)}')
 
 
 def tail(path: pathlib.Path, lines: int = 60) -> str:
@@ -529,6 +594,26 @@ def deployments_by_task_definition(s: Stack) -> dict[str, list[str]]:
     return found
 
 
+def check_deployments(s: Stack, status: dict[str, Any], number: int, context: str) -> list[str]:
+    """The run's one deployment of its task definition (as `expected`), and one per rollout in all.
+
+    CodeDeploy: one deployment of the revision (none on the first rollout: it creates the service). ECS: one
+    service deployment of the revision, the one status names, SUCCESSFUL (the first rollout's too: creating
+    the service with the strategy starts it); no second one was ever started for the run."""
+    if s.ecs:
+        found = crash_ecs.deployments_by_task_definition(s.sandbox.clients, cluster=s.spec.ecs.cluster,
+                                                         service=s.spec.ecs.service)
+        expected = [status['serviceDeploymentArn']]
+        assert found.get(status['taskDefinitionArn'], []) == [(expected[0], 'SUCCESSFUL')], (context, found)
+        assert sum(len(arns) for arns in found.values()) == number, (context, found)
+        return expected
+    deployments = deployments_by_task_definition(s)
+    expected = [] if number == 1 else [status['codeDeployDeploymentId']]
+    assert deployments.get(status['taskDefinitionArn'], []) == expected, (context, deployments)
+    assert sum(len(ids) for ids in deployments.values()) == number - 1, (context, deployments)
+    return expected
+
+
 # ---------------------------------------------------------------------------------------------
 # The test.
 
@@ -567,7 +652,7 @@ def run_kill_point(s: Stack, point: KillPoint) -> Outcome:
     if fired:
         restart_operator(sandbox)
     try:
-        await_rollout(sandbox, generation)
+        await_run(s, generation)
     except DemoFailed as exc:
         pytest.fail(f'{context}: {exc}\n{s.observer.buffer.getvalue()[-4000:]}', pytrace=False)
 
@@ -600,11 +685,7 @@ def run_kill_point(s: Stack, point: KillPoint) -> Outcome:
     for_commit = [arn for arn, image in definitions.items() if image == pinned]
     assert for_commit == [status['taskDefinitionArn']], (context, definitions)
     assert len(definitions) == number, (context, definitions)
-    # One CodeDeploy deployment of that revision (none on the first rollout: it creates the service).
-    deployments = deployments_by_task_definition(s)
-    expected = [] if number == 1 else [status['codeDeployDeploymentId']]
-    assert deployments.get(status['taskDefinitionArn'], []) == expected, (context, deployments)
-    assert sum(len(ids) for ids in deployments.values()) == number - 1, (context, deployments)
+    expected = check_deployments(s, status, number, context)
 
     # No build or push redone once recorded; exactly one manifest pushed for the commit.
     local = local_tag(s.spec, sha)
@@ -638,20 +719,35 @@ def run_kill_point(s: Stack, point: KillPoint) -> Outcome:
     return outcome
 
 
-def test_killed_at_every_point_the_operator_resumes_and_finishes_each_run_exactly_once(stack: Stack) -> None:
+def run_plan(s: Stack, plan: list[KillPoint], what: str) -> None:
     began = time.monotonic()
     outcomes: list[Outcome] = []
-    for point in PLAN:
-        assert not point.needs_deployment or stack.rollouts >= 1
+    for point in plan:
+        assert not point.needs_deployment or s.rollouts >= 1
         for _ in range(ATTEMPTS):
-            outcome = run_kill_point(stack, point)
+            outcome = run_kill_point(s, point)
             outcomes.append(outcome)
             if outcome.landed:
                 break
         else:
             pytest.fail(f'kill point {point.name!r} never landed in {ATTEMPTS} rollouts', pytrace=False)
     landed = sum(o.landed for o in outcomes)
-    print(f'crash-resume summary: {len(PLAN)} kill points, {len(outcomes)} kills tried in {stack.rollouts} '
+    print(f'crash-resume summary ({what}): {len(plan)} kill points, {len(outcomes)} kills tried in {s.rollouts} '
           f'rollouts, {landed} landed mid-run, {len(outcomes) - landed} missed (retried); '
           f'{time.monotonic() - began:.0f}s', flush=True)
-    assert landed == len(PLAN)
+    assert landed == len(plan)
+
+
+def test_killed_at_every_point_the_operator_resumes_and_finishes_each_run_exactly_once(stack: Stack) -> None:
+    run_plan(stack, PLAN, 'CodeDeploy')
+
+
+def test_killed_at_every_point_of_an_ecs_rollout_the_run_resumes_its_one_service_deployment(stack: Stack) -> None:
+    """The same stack, a second PandaDeploy: a service ECS deploys itself (spec.rollout BlueGreen)."""
+    _, demo = manifests(stack.sandbox)
+    resource = crash_ecs.ecs_resource(stack.sandbox, source=demo['spec']['source'],
+                                      health_check=demo['spec']['healthCheck'],
+                                      credentials_secret=demo['spec']['aws']['credentialsSecretRef']['name'])
+    ecs = dataclasses.replace(stack, name=crash_ecs.SERVICE, resource=resource, ecs=True, rollouts=0,
+                              versions_before=stack.rollouts, spec=PandaDeploySpec.model_validate(resource['spec']))
+    run_plan(ecs, ECS_PLAN, 'ECS BlueGreen')

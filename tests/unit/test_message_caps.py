@@ -92,7 +92,8 @@ def _worst_status(*, history: int, char: str) -> PandaDeployStatus:
                          for t in ('Ready', 'Reconciling', 'Stalled', *conditions.STAGE_TYPES)]
     status.history = [HistoryEntry(deployment_id='dep_abcdefghij', generation=7, revision='a' * 40, result='Failed',
                                    reason='BuildOutputTooLarge', message=big, started_at=NOW, completed_at=NOW,
-                                   duration_seconds=12345.678, image_uri=uri, active_color='green')] * history
+                                   duration_seconds=12345.678, image_uri=uri, active_color='green',
+                                   service_deployment_id='i' * 64)] * history
     return status
 
 
