@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from controller.models.base import _ROLE_ARN, Model
+from controller.models.base import _ARN_LENGTH, _ROLE_ARN, Model
 
 
 class Strategy(str, enum.Enum):
@@ -46,15 +46,15 @@ _MAX_BAKE_MINUTES = 1440  # AWS's bound for bakeTimeInMinutes, canaryBakeTimeInM
 
 class RolloutLoadBalancer(Model):
     """The Application Load Balancer resources ECS moves traffic with (its advancedConfiguration)."""
-    target_group_arn: Annotated[str, Field(pattern=_TARGET_GROUP_ARN)]
+    target_group_arn: Annotated[str, Field(pattern=_TARGET_GROUP_ARN, max_length=_ARN_LENGTH)]
     """Target group the service starts on ("blue"); the service's loadBalancers[0].targetGroupArn."""
-    alternate_target_group_arn: Annotated[str, Field(pattern=_TARGET_GROUP_ARN)]
+    alternate_target_group_arn: Annotated[str, Field(pattern=_TARGET_GROUP_ARN, max_length=_ARN_LENGTH)]
     """Second target group of the pair ("green"): each new revision registers with the one not serving production."""
-    production_listener_rule_arn: Annotated[str, Field(pattern=_LISTENER_RULE_ARN)]
+    production_listener_rule_arn: Annotated[str, Field(pattern=_LISTENER_RULE_ARN, max_length=_ARN_LENGTH)]
     """Listener rule forwarding production traffic to both target groups (weights 100/0); ECS changes its weights."""
-    test_listener_rule_arn: Annotated[str | None, Field(pattern=_LISTENER_RULE_ARN)] = None
+    test_listener_rule_arn: Annotated[str | None, Field(pattern=_LISTENER_RULE_ARN, max_length=_ARN_LENGTH)] = None
     """Listener rule that reaches the new revision before production does: health checks use its listener."""
-    role_arn: Annotated[str, Field(pattern=_ROLE_ARN)]
+    role_arn: Annotated[str, Field(pattern=_ROLE_ARN, max_length=_ARN_LENGTH)]
     """Role ECS assumes to change the listener rules (trusts ecs.amazonaws.com; AmazonECSInfrastructureRolePolicyForLoadBalancers)."""
 
 
