@@ -60,17 +60,17 @@ class RolloutLoadBalancer(Model):
 
 class CanarySteps(Model):
     """Canary: a share of production first, then the rest."""
-    percent: Annotated[float, Field(ge=0.1, le=100)] = 10
+    percent: Annotated[float, Field(ge=0.1, le=100, strict=True)] = 10
     """Share of production traffic (percent, a multiple of 0.1) the new revision gets first."""
-    bake_minutes: Annotated[int, Field(ge=0, le=_MAX_BAKE_MINUTES)] = 5
+    bake_minutes: Annotated[int, Field(ge=0, le=_MAX_BAKE_MINUTES, strict=True)] = 5
     """Minutes the canary share is held (and checked) before the rest moves."""
 
 
 class LinearSteps(Model):
     """Linear: production traffic moved in equal steps."""
-    step_percent: Annotated[float, Field(ge=3, le=100)] = 20
+    step_percent: Annotated[float, Field(ge=3, le=100, strict=True)] = 20
     """Share of production traffic (percent, a multiple of 0.1) moved at each step."""
-    step_bake_minutes: Annotated[int, Field(ge=0, le=_MAX_BAKE_MINUTES)] = 2
+    step_bake_minutes: Annotated[int, Field(ge=0, le=_MAX_BAKE_MINUTES, strict=True)] = 2
     """Minutes each step is held (and checked) before the next."""
 
 
@@ -80,7 +80,7 @@ class Rollout(Model):
     """BlueGreen (default), Canary or Linear: deployed by ECS itself; CodeDeploy: through spec.blueGreen.codeDeploy."""
     load_balancer: RolloutLoadBalancer | None = None
     """Target groups, listener rules and role ECS uses; required for BlueGreen, Canary and Linear."""
-    bake_time_minutes: Annotated[int, Field(ge=0, le=_MAX_BAKE_MINUTES)] = 0
+    bake_time_minutes: Annotated[int, Field(ge=0, le=_MAX_BAKE_MINUTES, strict=True)] = 0
     """Minutes both revisions keep running after production moved (instant rollback meanwhile), then blue stops."""
     canary: CanarySteps | None = None
     """Canary steps; only with strategy Canary (default: 10 percent for 5 minutes)."""

@@ -121,7 +121,7 @@ class Networking(Model):
     security_groups: Annotated[list[Annotated[str, Field(pattern=r'^sg-[0-9a-f]+$', max_length=32)]],
                                Field(max_length=5, json_schema_extra=_SET)] = []
     """Security group ids for the tasks."""
-    assign_public_ip: bool = False
+    assign_public_ip: Annotated[bool, Field(strict=True)] = False
     """Give tasks a public IP."""
 
     @model_validator(mode='after')
@@ -142,13 +142,13 @@ class Ecs(Model):
     """ECS service name."""
     container_name: Annotated[str, Field(pattern=r'^[A-Za-z0-9_-]{1,255}$', max_length=255)] = 'app'
     """Name of the container in the task definition."""
-    container_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    container_port: Annotated[int, Field(ge=1, le=65535, strict=True)] = 8080
     """Port the container listens on."""
     cpu: Annotated[str, Field(pattern=r'^[0-9]+$', max_length=8)] = '256'
     """Task CPU units."""
     memory: Annotated[str, Field(pattern=r'^[0-9]+$', max_length=8)] = '512'
     """Task memory in MiB."""
-    desired_count: Annotated[int, Field(ge=0, le=1000)] = 1
+    desired_count: Annotated[int, Field(ge=0, le=1000, strict=True)] = 1
     """Number of tasks."""
     launch_type: Literal['FARGATE', 'EC2'] = 'FARGATE'
     """ECS launch type."""
@@ -215,13 +215,13 @@ class HealthCheck(Model):
     """Full URL to check. Default: the test listener's URL plus path."""
     path: Annotated[str, Field(pattern=_HTTP_PATH, max_length=1024)] = '/'
     """Path to check on green."""
-    checks: Annotated[int, Field(ge=1, le=100)] = 5
+    checks: Annotated[int, Field(ge=1, le=100, strict=True)] = 5
     """Number of checks that must all pass."""
-    interval_seconds: Annotated[int, Field(ge=0, le=300)] = 5
+    interval_seconds: Annotated[int, Field(ge=0, le=300, strict=True)] = 5
     """Seconds between checks."""
-    timeout_seconds: Annotated[int, Field(ge=1, le=120)] = 5
+    timeout_seconds: Annotated[int, Field(ge=1, le=120, strict=True)] = 5
     """Timeout of one check."""
-    expected_status: Annotated[int, Field(ge=100, le=599)] = 200
+    expected_status: Annotated[int, Field(ge=100, le=599, strict=True)] = 200
     """HTTP status a check must get."""
 
 
@@ -246,7 +246,7 @@ def exact_seconds(value: int | str) -> Fraction:
 
 _MAX_DURATION_SECONDS = 7 * 86400
 Duration = Annotated[
-    Annotated[int, Field(ge=1, le=_MAX_DURATION_SECONDS)] | Annotated[str, Field(pattern=_DURATION, max_length=32)],
+    Annotated[int, Field(ge=1, le=_MAX_DURATION_SECONDS, strict=True)] | Annotated[str, Field(pattern=_DURATION, max_length=32)],
     Field(json_schema_extra={'x-kubernetes-int-or-string': True}),
 ]
 
@@ -293,9 +293,9 @@ class PandaDeploySpec(Model):
     """Health checks gating the traffic switch."""
     timeouts: Timeouts = Timeouts()
     """Stage and total time limits."""
-    history_limit: Annotated[int, Field(ge=0, le=100)] = 10
+    history_limit: Annotated[int, Field(ge=0, le=100, strict=True)] = 10
     """How many past runs status.history keeps."""
-    suspend: bool = False
+    suspend: Annotated[bool, Field(strict=True)] = False
     """Stop starting new runs (a run in flight finishes)."""
 
     @model_validator(mode='after')
