@@ -211,6 +211,9 @@ def _spec_with(**properties: Any) -> dict[str, Any]:
     pytest.param(_spec_with(name={'type': 'string', 'maxLength': 10,
                                   'x-kubernetes-validations': [{'rule': 'self.startsWith(('}]}),
                  {}, 'x-kubernetes-validations[0].rule: Invalid value', id='cel-does-not-compile'),
+    pytest.param(_spec_with(name={'type': 'object', 'properties': {'first': {'type': 'string', 'maxLength': 9}},
+                                  'x-kubernetes-validations': [{'rule': "self.frist != 'x'"}]}),
+                 {}, "undefined field 'frist'", id='cel-reads-an-undeclared-field'),
     pytest.param(_spec_with(tags={'type': 'array', 'items': {'type': 'string', 'x-kubernetes-validations': [
         {'rule': "self.contains('x') || self.endsWith('y') || self.startsWith('z')"}]}}),
                  {}, 'estimated rule cost exceeds budget', id='cel-cost-over-budget'),

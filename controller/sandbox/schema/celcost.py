@@ -17,7 +17,7 @@ unbounded string read in an unbounded list is refused; a bounded one is not), no
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from lark import Token, Tree
@@ -59,7 +59,7 @@ def _cost(node: Any, scope: dict[str, Mapping[str, Any] | None]) -> int:
         return 0
     if node.data == 'member_dot_arg':
         receiver, method, args = node.children[0], str(node.children[1]), node.children[2]
-        receiver_schema = _schema_of(receiver, scope)
+        receiver_schema = schema_of(receiver, scope)
         if method in _COMPREHENSIONS and isinstance(args, Tree) and len(args.children) == 2:
             variable = _ident(args.children[0])
             items = receiver_schema.get('items') if receiver_schema else None
@@ -78,16 +78,41 @@ def _ident(node: Any) -> str | None:
     return str(found[0]) if len(found) == 1 and found[0].type == 'IDENT' else None
 
 
-def _schema_of(node: Any, scope: dict[str, Mapping[str, Any] | None]) -> Mapping[str, Any] | None:
+def undefined_fields(tree: Tree[Any], schema: Mapping[str, Any]) -> list[str]:
+    """Fields a rule reads from ``self`` that its schema does not declare: cel-go's type check refuses them
+    (``undefined field 'x'``) where the object's fields are known (properties, no preserve-unknown-fields)."""
+    found = []
+    for node in _subtrees(tree):
+        if node.data != 'member_dot':
+            continue
+        parent = schema_of(node.children[0], {'self': schema})
+        if parent is None or parent.get('type') != 'object' or parent.get('x-kubernetes-preserve-unknown-fields'):
+            continue
+        if isinstance(parent.get('additionalProperties'), Mapping):
+            continue  # a map: any key may be asked for
+        name = str(node.children[1])
+        if name not in (parent.get('properties') or {}):
+            found.append(name)
+    return found
+
+
+def _subtrees(node: Tree[Any]) -> Iterator[Tree[Any]]:
+    yield node
+    for child in node.children:
+        if isinstance(child, Tree):
+            yield from _subtrees(child)
+
+
+def schema_of(node: Any, scope: dict[str, Mapping[str, Any] | None]) -> Mapping[str, Any] | None:
     """The schema of the value an expression reads (``self.a.b``, ``x``), or None when it is not a path."""
     if not isinstance(node, Tree):
         return None
     if node.data in ('member', 'primary') and len(node.children) == 1:
-        return _schema_of(node.children[0], scope)
+        return schema_of(node.children[0], scope)
     if node.data == 'ident':
         return scope.get(str(node.children[0]))
     if node.data == 'member_dot':
-        parent = _schema_of(node.children[0], scope)
+        parent = schema_of(node.children[0], scope)
         if parent is None:
             return None
         name = str(node.children[1])
@@ -95,7 +120,7 @@ def _schema_of(node: Any, scope: dict[str, Mapping[str, Any] | None]) -> Mapping
         extra = parent.get('additionalProperties')
         return properties.get(name) or (extra if isinstance(extra, Mapping) else None)
     if node.data == 'member_index':
-        parent = _schema_of(node.children[0], scope)
+        parent = schema_of(node.children[0], scope)
         if parent is None:
             return None
         inner = parent.get('items') or parent.get('additionalProperties')

@@ -8,7 +8,8 @@ From ``staging/src/k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/validat
 - ``x-kubernetes-list-type`` is ``atomic``, ``set`` or ``map``; a ``map`` list names its
   ``x-kubernetes-list-map-keys``, its items are objects, and each key is required or defaulted; keys are
   only for ``map`` lists;
-- each ``x-kubernetes-validations`` rule compiles, and its estimated cost times the number of times it can
+- each ``x-kubernetes-validations`` rule compiles (parses, and reads only fields the schema declares: the
+  part of cel-go's type check that catches a misspelt field), and its estimated cost times the number of times it can
   run stays within the per-rule budget, all rules together within the per-CRD one (:mod:`.celcost`).
 """
 from __future__ import annotations
@@ -73,6 +74,11 @@ def _rules_cost(schema: Mapping[str, Any], path: str, errors: list[FieldError], 
             tree = compiled(text)
         except RuleCompileError as e:
             errors.append(error(where, INVALID, text, f'compilation failed: {e}'))
+            continue
+        undefined = celcost.undefined_fields(tree, schema)
+        if undefined:
+            errors.append(error(where, INVALID, text,
+                                f"compilation failed: ERROR: <input>: undefined field '{undefined[0]}'"))
             continue
         cost = celcost.estimate(tree, schema) * cardinality
         if cost > celcost.PER_RULE_LIMIT:
