@@ -5,7 +5,7 @@ import re
 from fractions import Fraction
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from controller.models.base import (
@@ -258,13 +258,13 @@ class Timeouts(Model):
     total_seconds: Duration = 1800
     """Limit for the whole run: seconds, or a duration with unit ms, s, m or h."""
 
-    @model_validator(mode='after')
-    def _positive(self) -> Timeouts:
-        for field in ('stage_seconds', 'total_seconds'):
-            seconds = exact_seconds(getattr(self, field))
-            if not 1 <= seconds <= _MAX_DURATION_SECONDS:
-                raise ValueError(f'spec.timeouts.{to_camel(field)} must be between 1 second and 7 days')
-        return self
+    @field_validator('stage_seconds', 'total_seconds')
+    @classmethod
+    def _bounded(cls, value: int | str, info: ValidationInfo) -> int | str:
+        """The CRD's CEL rule says the same with duration(): 1 second to 7 days."""
+        if not 1 <= exact_seconds(value) <= _MAX_DURATION_SECONDS:
+            raise ValueError(f'spec.timeouts.{to_camel(str(info.field_name))} must be between 1 second and 7 days')
+        return value
 
     @property
     def stage(self) -> float:
