@@ -11,7 +11,9 @@ rule: <rule>``, as the server words them.
 """
 from __future__ import annotations
 
+import collections
 import functools
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -44,6 +46,7 @@ def _program(rule: str) -> Any:
     return _ENV.program(compiled(rule))
 
 
+@functools.lru_cache(maxsize=1024)
 def uses_old_self(rule: str) -> bool:
     """A transition rule: it reads ``oldSelf``."""
     return any(getattr(token, 'value', None) == 'oldSelf' for token in compiled(rule).scan_values(lambda _: True))
@@ -72,8 +75,28 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+# Results by (rule, schema node, value): CEL is deterministic, cel-python interprets its parse tree (a few
+# milliseconds a rule), and the emulator validates the same spec again on every status write.
+_RESULTS: collections.OrderedDict[tuple[str, int, str], tuple[Mapping[str, Any], bool | str]] = \
+    collections.OrderedDict()
+_RESULTS_KEPT = 4096
+
+
 def evaluate(rule: str, schema: Mapping[str, Any], value: Any) -> bool | str:
     """True or False as the rule holds for ``value``, or the error text when it cannot be evaluated."""
+    key = (rule, id(schema), json.dumps(value, sort_keys=True))
+    cached = _RESULTS.get(key)
+    if cached is not None and cached[0] is schema:
+        _RESULTS.move_to_end(key)
+        return cached[1]
+    result = _evaluate(rule, schema, value)
+    _RESULTS[key] = (schema, result)
+    while len(_RESULTS) > _RESULTS_KEPT:
+        _RESULTS.popitem(last=False)
+    return result
+
+
+def _evaluate(rule: str, schema: Mapping[str, Any], value: Any) -> bool | str:
     try:
         result = _program(rule).evaluate({'self': to_cel(schema, value)})
     except RuleCompileError as e:
