@@ -17,13 +17,19 @@ reverse). This module converts the models' JSON Schema into a Kubernetes
   patch deletes with ``null`` before validation, so null never reaches it).
 
 Cross-field rules that the models check in validators become CEL
-``x-kubernetes-validations`` where a rule can say them.
+``x-kubernetes-validations`` where a rule can say them (durations are
+bounded with CEL's ``duration()``, which parses Go's duration syntax).
+
+Defaults: the schema has none.  Each field's description names the default
+that the operator's models apply at run time, at every level alike (see
+:func:`_describe_default` for why).
 
 ``crds/pandadeploys.yaml`` is the checked-in output of :func:`render_crd`
 (``make crd``); a unit test fails when it is out of date.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
@@ -102,6 +108,24 @@ VALIDATIONS: dict[str, tuple[dict[str, str], ...]] = {
          'message': 'exactly one of spec.source.repo and spec.source.url must be set'},
         {'rule': '!(has(self.branch) && has(self.revision))',
          'message': 'at most one of spec.source.branch and spec.source.revision may be set'},
+    ),
+    **{
+        f'spec.timeouts.{field}': (
+            {'rule': "type(self) != string || "
+                     "(duration(self) >= duration('1s') && duration(self) <= duration('168h'))",
+             'message': f'spec.timeouts.{field} must be between 1 second and 7 days'},
+        )
+        for field in ('stageSeconds', 'totalSeconds')
+    },
+    'spec.source.interval': (
+        {'rule': "type(self) != string || "
+                 "(duration(self) >= duration('1s') && duration(self) <= duration('168h'))",
+         'message': 'spec.source.interval must be between 1 second and 7 days'},
+    ),
+    'spec.source.paths': (
+        {'rule': "self.all(p, !p.startsWith('/') && !p.startsWith(':') && p != '..' && !p.startsWith('../')"
+                 " && !p.endsWith('/..') && !p.contains('/../'))",
+         'message': 'spec.source.paths: each must be a glob relative to the repository root'},
     ),
     **{
         f'spec.source.{field}': (
@@ -189,6 +213,8 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], path: str) -> dict[str,
     for key, value in node.items():
         if key not in _DROPPED:
             _convert_keyword(out, key, value, node=node, defs=defs, path=path)
+    if 'default' in node:
+        _describe_default(out, node, node['default'])
     _complete(out, path)
     return _ordered(out)
 
@@ -203,11 +229,7 @@ def _convert_keyword(out: dict[str, Any], key: str, value: Any, *, node: dict[st
     elif key == 'additionalProperties':
         _convert_additional_properties(out, value, node=node, defs=defs, path=path)
     elif key == 'default':
-        # Scalars only: the API server fills them in, so `kubectl get -o
-        # yaml` shows them. Object defaults would hide which parts the
-        # user set; None is "absent", which needs no default.
-        if value is not None and not isinstance(value, (dict, list)):
-            out[key] = value
+        pass  # see _describe_default
     elif key == 'const':
         out.setdefault('enum', [value])
     elif key in ('exclusiveMinimum', 'exclusiveMaximum') and not isinstance(value, bool):
@@ -218,6 +240,22 @@ def _convert_keyword(out: dict[str, Any], key: str, value: Any, *, node: dict[st
         out[key] = value
     else:
         raise SchemaError(f'{path}: unsupported JSON Schema keyword {key!r}')
+
+
+def _describe_default(out: dict[str, Any], node: dict[str, Any], value: Any) -> None:
+    """The defaults rule: the schema carries no ``default``; the operator's models apply every default at
+    run time, and the field's description names it.
+
+    Why: the API server fills a nested default only where the parent object is present, so a partial
+    ``ecs:`` would store today's defaults in etcd while an absent ``ecs`` gets the operator's at run time,
+    two answers for one manifest.  With no schema defaults, what etcd holds is what the user wrote, at
+    every level, and the operator's defaults apply to all of it alike (README, "Defaults")."""
+    if value is None or isinstance(value, (dict, list)):
+        return  # absent, or an object whose fields carry their own defaults
+    description = str(node.get('description') or '').rstrip()
+    if 'Default:' not in description:
+        rendered = value if isinstance(value, str) else json.dumps(value)
+        out['description'] = f'{description} Default: {rendered}.'.lstrip()
 
 
 def _convert_additional_properties(out: dict[str, Any], value: Any, *, node: dict[str, Any],

@@ -29,15 +29,22 @@ DEPLOYMENT_ID = re.compile(r'dep_[a-z0-9]{10}')  # a run's id (status.deployment
 _DNS_NAME = r'^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$'
 _SECRET_KEY = r'^[-._a-zA-Z0-9]+$'
 _GITHUB_REPO = r'^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$'
+# What no URL, branch or path may contain: any Unicode space or separator and any control character.
+# Spelt out rather than \s, which is [\t\n\f\r ] in Go's RE2 (the API server) but every Unicode space in
+# pydantic's Rust regex: with \s a no-break space passed admission and was refused by the operator.
+# \p{Z} is the same class in both engines; \x7f-\x9f adds DEL and the C1 controls (U+0085 among them).
+_NO_SPACE = r'\p{Z}\x00-\x20\x7f-\x9f'
 # A user name may appear (ssh://git@host/...), a password may not: tokens belong in tokenSecretRef.
-_GIT_URL = r'^(https?|file|ssh|git)://(?:[^/:@\s]+@)?[^\s@\x00-\x1f\x7f]+$'
+_GIT_URL = rf'^(https?|file|ssh|git)://(?:[^/:@{_NO_SPACE}]+@)?[^@{_NO_SPACE}]+$'
 _SHA = r'^[0-9a-f]{7,40}$'
-_BRANCH = r'^[^\s~^:?*\[\\\x00-\x1f\x7f]+$'
+_BRANCH = rf'^[^~^:?*\[\\{_NO_SPACE}]+$'
 _ECR_REPO = r'^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$'
 _ECR_REPO_LENGTH = (2, 256)
 _AWS_REGION = r'^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]+$'
 _ROLE_ARN = r'^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$'
-_HTTP_URL = r'^https?://[^\s\x00-\x1f\x7f]+$'
+_ARN_LENGTH = 2048  # IAM's and Elastic Load Balancing's limit on an ARN
+_HTTP_URL = rf'^https?://[^{_NO_SPACE}]+$'
+_HTTP_PATH = rf'^/[^{_NO_SPACE}]*$'
 # Free text that reaches files, AWS names, logs and terminals: no control characters.
 _TEXT = r'^[^\x00-\x1f\x7f]*$'
 

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from controller.models.base import _ROLE_ARN, Model
+from controller.models.base import _ARN_LENGTH, _ROLE_ARN, Model
 
 # CodeBuild's own patterns: a project name, and an S3 bucket name (DNS-compatible, 3-63 characters).
 _PROJECT = r'^[A-Za-z0-9][A-Za-z0-9_-]{1,254}$'
@@ -37,17 +37,17 @@ ComputeType = Literal['BUILD_GENERAL1_SMALL', 'BUILD_GENERAL1_MEDIUM', 'BUILD_GE
 
 class CodeBuild(Model):
     """The CodeBuild project a build runs in, and where its source is uploaded."""
-    project: Annotated[str | None, Field(pattern=_PROJECT)] = None
+    project: Annotated[str | None, Field(pattern=_PROJECT, max_length=255)] = None
     """An existing project (managed by the platform team) to start builds in; the operator overrides source, buildspec and environment per build and never changes the project. Absent: the operator creates and updates its own project, panda-deploy-<ECR repository>, which needs serviceRoleArn."""
-    service_role_arn: Annotated[str | None, Field(pattern=_ROLE_ARN)] = None
+    service_role_arn: Annotated[str | None, Field(pattern=_ROLE_ARN, max_length=_ARN_LENGTH)] = None
     """The role the build runs as (trusts codebuild.amazonaws.com; pushes to the ECR repository, reads the source object, writes its logs). Required when the operator manages the project."""
     compute_type: ComputeType = 'BUILD_GENERAL1_SMALL'
     """CodeBuild compute type of a build (Linux, privileged for Docker)."""
-    image: Annotated[str, Field(pattern=_BUILD_IMAGE)] = 'aws/codebuild/standard:7.0'
+    image: Annotated[str, Field(pattern=_BUILD_IMAGE, max_length=255)] = 'aws/codebuild/standard:7.0'
     """The build environment's image (it must hold the docker CLI and the AWS CLI)."""
-    source_bucket: Annotated[str | None, Field(pattern=_BUCKET)] = None
+    source_bucket: Annotated[str | None, Field(pattern=_BUCKET, max_length=63)] = None
     """S3 bucket that receives the packed build context (deleted after the build). Absent: panda-deploy-builds-<account>-<region>, which the operator creates when missing with a rule that expires sources after a day."""
-    timeout_minutes: Annotated[int, Field(ge=MIN_TIMEOUT_MINUTES, le=MAX_TIMEOUT_MINUTES)] = 60
+    timeout_minutes: Annotated[int, Field(ge=MIN_TIMEOUT_MINUTES, le=MAX_TIMEOUT_MINUTES, strict=True)] = 60
     """CodeBuild's own limit on one build; the stage timeout (spec.timeouts) also stops it."""
 
 

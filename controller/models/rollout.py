@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from controller.models.base import _ROLE_ARN, Model
+from controller.models.base import _ARN_LENGTH, _ROLE_ARN, Model
 
 
 class Strategy(str, enum.Enum):
@@ -46,31 +46,31 @@ _MAX_BAKE_MINUTES = 1440  # AWS's bound for bakeTimeInMinutes, canaryBakeTimeInM
 
 class RolloutLoadBalancer(Model):
     """The Application Load Balancer resources ECS moves traffic with (its advancedConfiguration)."""
-    target_group_arn: Annotated[str, Field(pattern=_TARGET_GROUP_ARN)]
+    target_group_arn: Annotated[str, Field(pattern=_TARGET_GROUP_ARN, max_length=_ARN_LENGTH)]
     """Target group the service starts on ("blue"); the service's loadBalancers[0].targetGroupArn."""
-    alternate_target_group_arn: Annotated[str, Field(pattern=_TARGET_GROUP_ARN)]
+    alternate_target_group_arn: Annotated[str, Field(pattern=_TARGET_GROUP_ARN, max_length=_ARN_LENGTH)]
     """Second target group of the pair ("green"): each new revision registers with the one not serving production."""
-    production_listener_rule_arn: Annotated[str, Field(pattern=_LISTENER_RULE_ARN)]
+    production_listener_rule_arn: Annotated[str, Field(pattern=_LISTENER_RULE_ARN, max_length=_ARN_LENGTH)]
     """Listener rule forwarding production traffic to both target groups (weights 100/0); ECS changes its weights."""
-    test_listener_rule_arn: Annotated[str | None, Field(pattern=_LISTENER_RULE_ARN)] = None
+    test_listener_rule_arn: Annotated[str | None, Field(pattern=_LISTENER_RULE_ARN, max_length=_ARN_LENGTH)] = None
     """Listener rule that reaches the new revision before production does: health checks use its listener."""
-    role_arn: Annotated[str, Field(pattern=_ROLE_ARN)]
+    role_arn: Annotated[str, Field(pattern=_ROLE_ARN, max_length=_ARN_LENGTH)]
     """Role ECS assumes to change the listener rules (trusts ecs.amazonaws.com; AmazonECSInfrastructureRolePolicyForLoadBalancers)."""
 
 
 class CanarySteps(Model):
     """Canary: a share of production first, then the rest."""
-    percent: Annotated[float, Field(ge=0.1, le=100)] = 10
+    percent: Annotated[float, Field(ge=0.1, le=100, strict=True)] = 10
     """Share of production traffic (percent, a multiple of 0.1) the new revision gets first."""
-    bake_minutes: Annotated[int, Field(ge=0, le=_MAX_BAKE_MINUTES)] = 5
+    bake_minutes: Annotated[int, Field(ge=0, le=_MAX_BAKE_MINUTES, strict=True)] = 5
     """Minutes the canary share is held (and checked) before the rest moves."""
 
 
 class LinearSteps(Model):
     """Linear: production traffic moved in equal steps."""
-    step_percent: Annotated[float, Field(ge=3, le=100)] = 20
+    step_percent: Annotated[float, Field(ge=3, le=100, strict=True)] = 20
     """Share of production traffic (percent, a multiple of 0.1) moved at each step."""
-    step_bake_minutes: Annotated[int, Field(ge=0, le=_MAX_BAKE_MINUTES)] = 2
+    step_bake_minutes: Annotated[int, Field(ge=0, le=_MAX_BAKE_MINUTES, strict=True)] = 2
     """Minutes each step is held (and checked) before the next."""
 
 
@@ -80,7 +80,7 @@ class Rollout(Model):
     """BlueGreen (default), Canary or Linear: deployed by ECS itself; CodeDeploy: through spec.blueGreen.codeDeploy."""
     load_balancer: RolloutLoadBalancer | None = None
     """Target groups, listener rules and role ECS uses; required for BlueGreen, Canary and Linear."""
-    bake_time_minutes: Annotated[int, Field(ge=0, le=_MAX_BAKE_MINUTES)] = 0
+    bake_time_minutes: Annotated[int, Field(ge=0, le=_MAX_BAKE_MINUTES, strict=True)] = 0
     """Minutes both revisions keep running after production moved (instant rollback meanwhile), then blue stops."""
     canary: CanarySteps | None = None
     """Canary steps; only with strategy Canary (default: 10 percent for 5 minutes)."""

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from fractions import Fraction
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from controller.models.base import (
+    _ARN_LENGTH,
     _AWS_REGION,
     _BRANCH,
     _DNS_NAME,
@@ -15,6 +17,7 @@ from controller.models.base import (
     _ECR_REPO_LENGTH,
     _GIT_URL,
     _GITHUB_REPO,
+    _HTTP_PATH,
     _HTTP_URL,
     _ROLE_ARN,
     _SECRET_KEY,
@@ -25,23 +28,32 @@ from controller.models.base import (
 from controller.models.build import Build
 from controller.models.rollout import Promotion, Rollout, Strategy
 
-_DURATION = r'^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$'
-_DURATION_UNITS = {'ms': 0.001, 's': 1, 'm': 60, 'h': 3600}
+# Go's time.ParseDuration syntax, which the CRD's CEL rule parses with duration(); at most three decimals,
+# so that every value is a whole number of microseconds and no parser rounds it differently.
+_DURATION = r'^([0-9]+(\.[0-9]{1,3})?(ms|s|m|h))+$'
+_DURATION_UNITS = {'ms': Fraction(1, 1000), 's': Fraction(1), 'm': Fraction(60), 'h': Fraction(3600)}
 
 
 def duration_seconds(value: int | str) -> float:
     """Seconds of an integer or a Go-style duration such as '10m' or '1h30m'."""
+    return float(exact_seconds(value))
+
+
+def exact_seconds(value: int | str) -> Fraction:
+    """Seconds as an exact fraction (float sums such as 0.1h + 0.2h land beside a bound, not on it)."""
     if isinstance(value, int):
-        return float(value)
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in re.findall(r'([0-9.]+)(ms|s|m|h)', value))
+        return Fraction(value)
+    return sum((Fraction(n) * _DURATION_UNITS[u] for n, u in re.findall(r'([0-9.]+)(ms|s|m|h)', value)),
+               Fraction(0))
 
 
 _MAX_DURATION_SECONDS = 7 * 86400
+_DURATION_INT = Annotated[int, Field(ge=1, le=_MAX_DURATION_SECONDS, strict=True)]
+_DURATION_STR = Annotated[str, Field(pattern=_DURATION, max_length=32)]
+_INT_OR_STRING = Field(json_schema_extra={'x-kubernetes-int-or-string': True})
+Duration = Annotated[_DURATION_INT | _DURATION_STR, _INT_OR_STRING]
+OptionalDuration = Annotated[_DURATION_INT | _DURATION_STR | None, _INT_OR_STRING]  # one anyOf, as the CRD needs
 _PATH_GLOB = r'^[^\x00-\x1f\x7f\\]+$'  # no control characters, no backslash (git paths use /)
-Duration = Annotated[
-    Annotated[int, Field(ge=1, le=_MAX_DURATION_SECONDS)] | Annotated[str, Field(pattern=_DURATION, max_length=32)],
-    Field(json_schema_extra={'x-kubernetes-int-or-string': True}),
-]
 
 
 class SecretKeyRef(Model):
@@ -66,7 +78,7 @@ class Source(Model):
     """Any git URL (https, http, file, ssh). Exactly one of repo and url."""
     branch: Annotated[str | None, Field(pattern=_BRANCH, max_length=255)] = None
     """Branch to deploy; resolved to a commit before cloning. Default: main (when revision is not set)."""
-    revision: Annotated[str | None, Field(pattern=_SHA)] = None
+    revision: Annotated[str | None, Field(pattern=_SHA, max_length=40)] = None
     """A commit SHA to deploy instead of a branch head."""
     token_secret_ref: SecretKeyRef | None = None
     """Secret key holding a GitHub token for private repositories."""
@@ -76,9 +88,7 @@ class Source(Model):
     """Build context inside the repository. Default: the Dockerfile's directory."""
     build_args: Annotated[dict[str, Annotated[str, Field(max_length=4096)]] | None, Field(max_length=64)] = None
     """Docker build arguments."""
-    interval: Annotated[
-        Annotated[int, Field(ge=1, le=_MAX_DURATION_SECONDS)] | Annotated[str, Field(pattern=_DURATION, max_length=32)]
-        | None, Field(json_schema_extra={'x-kubernetes-int-or-string': True})] = None
+    interval: OptionalDuration = None
     """Follow the branch: how often the operator asks the git server for the branch head (seconds, or a
     duration such as 5m; jittered), and deploys it when it moved. Absent: runs only on spec changes. With
     revision set it is ignored: a pinned commit never moves."""
@@ -105,7 +115,7 @@ class Source(Model):
 
     @model_validator(mode='after')
     def _follow(self) -> Source:
-        if self.interval is not None and not 1 <= duration_seconds(self.interval) <= _MAX_DURATION_SECONDS:
+        if self.interval is not None and not 1 <= exact_seconds(self.interval) <= _MAX_DURATION_SECONDS:
             raise ValueError('spec.source.interval must be between 1 second and 7 days')
         for pattern in self.paths or ():
             if pattern.startswith(('/', ':')) or '..' in pattern.split('/'):
@@ -138,11 +148,11 @@ class Source(Model):
 
 class Aws(Model):
     """AWS account access for ECR, ECS and CodeDeploy."""
-    region: Annotated[str, Field(pattern=_AWS_REGION)]
+    region: Annotated[str, Field(pattern=_AWS_REGION, max_length=32)]
     """AWS region, e.g. ap-northeast-2."""
     credentials_secret_ref: SecretRef | None = None
     """Secret with accessKeyId, secretAccessKey, optional sessionToken. Absent: the operator's identity, if allowed."""
-    role_arn: Annotated[str | None, Field(pattern=_ROLE_ARN)] = None
+    role_arn: Annotated[str | None, Field(pattern=_ROLE_ARN, max_length=_ARN_LENGTH)] = None
     """IAM role to assume with the base credentials (in a pinned namespace: from the pinned role)."""
 
 
@@ -152,37 +162,51 @@ class Image(Model):
     """ECR repository name. Default: owner-repo of the source, lowercased."""
 
 
+_SET: dict[str, Any] = {'x-kubernetes-list-type': 'set'}
+
+
 class Networking(Model):
     """awsvpc networking for the service's tasks."""
-    subnets: Annotated[list[Annotated[str, Field(pattern=r'^subnet-[0-9a-f]+$')]], Field(max_length=16)] = []
+    subnets: Annotated[list[Annotated[str, Field(pattern=r'^subnet-[0-9a-f]+$', max_length=32)]],
+                       Field(max_length=16, json_schema_extra=_SET)] = []
     """Subnet ids for the tasks."""
-    security_groups: Annotated[list[Annotated[str, Field(pattern=r'^sg-[0-9a-f]+$')]], Field(max_length=5)] = []
+    security_groups: Annotated[list[Annotated[str, Field(pattern=r'^sg-[0-9a-f]+$', max_length=32)]],
+                               Field(max_length=5, json_schema_extra=_SET)] = []
     """Security group ids for the tasks."""
-    assign_public_ip: bool = False
+    assign_public_ip: Annotated[bool, Field(strict=True)] = False
     """Give tasks a public IP."""
+
+    @model_validator(mode='after')
+    def _no_duplicates(self) -> Networking:
+        """Sets, as the CRD's x-kubernetes-list-type says: a repeated id is a mistake ECS would refuse."""
+        for field in ('subnets', 'security_groups'):
+            ids = getattr(self, field)
+            if len(set(ids)) != len(ids):
+                raise ValueError(f'spec.ecs.networking.{to_camel(field)} must not repeat an id')
+        return self
 
 
 class Ecs(Model):
     """The ECS service that runs the image."""
-    cluster: Annotated[str, Field(pattern=r'^[A-Za-z0-9_-]{1,255}$')] = 'panda-cluster'
+    cluster: Annotated[str, Field(pattern=r'^[A-Za-z0-9_-]{1,255}$', max_length=255)] = 'panda-cluster'
     """ECS cluster name."""
-    service: Annotated[str, Field(pattern=r'^[A-Za-z0-9_-]{1,255}$')] = 'panda-service'
+    service: Annotated[str, Field(pattern=r'^[A-Za-z0-9_-]{1,255}$', max_length=255)] = 'panda-service'
     """ECS service name."""
-    container_name: Annotated[str, Field(pattern=r'^[A-Za-z0-9_-]{1,255}$')] = 'app'
+    container_name: Annotated[str, Field(pattern=r'^[A-Za-z0-9_-]{1,255}$', max_length=255)] = 'app'
     """Name of the container in the task definition."""
-    container_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    container_port: Annotated[int, Field(ge=1, le=65535, strict=True)] = 8080
     """Port the container listens on."""
-    cpu: Annotated[str, Field(pattern=r'^[0-9]+$')] = '256'
+    cpu: Annotated[str, Field(pattern=r'^[0-9]+$', max_length=8)] = '256'
     """Task CPU units."""
-    memory: Annotated[str, Field(pattern=r'^[0-9]+$')] = '512'
+    memory: Annotated[str, Field(pattern=r'^[0-9]+$', max_length=8)] = '512'
     """Task memory in MiB."""
-    desired_count: Annotated[int, Field(ge=0, le=1000)] = 1
+    desired_count: Annotated[int, Field(ge=0, le=1000, strict=True)] = 1
     """Number of tasks."""
     launch_type: Literal['FARGATE', 'EC2'] = 'FARGATE'
     """ECS launch type."""
-    execution_role_arn: Annotated[str | None, Field(pattern=_ROLE_ARN)] = None
+    execution_role_arn: Annotated[str | None, Field(pattern=_ROLE_ARN, max_length=_ARN_LENGTH)] = None
     """Task execution role (pulls the image, writes logs)."""
-    task_role_arn: Annotated[str | None, Field(pattern=_ROLE_ARN)] = None
+    task_role_arn: Annotated[str | None, Field(pattern=_ROLE_ARN, max_length=_ARN_LENGTH)] = None
     """Role the application's code runs as."""
     networking: Networking | None = None
     """awsvpc networking."""
@@ -205,7 +229,7 @@ class CodeDeploy(Model):
     deployment_config: Annotated[str, Field(pattern=_TEXT, min_length=1,
                                             max_length=100)] = 'CodeDeployDefault.ECSAllAtOnce'
     """CodeDeploy deployment configuration."""
-    service_role_arn: Annotated[str | None, Field(pattern=_ROLE_ARN)] = None
+    service_role_arn: Annotated[str | None, Field(pattern=_ROLE_ARN, max_length=_ARN_LENGTH)] = None
     """Role CodeDeploy uses; needed only when the operator creates the deployment group."""
 
 
@@ -215,13 +239,13 @@ _TARGET_GROUP_ARN = r'^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:
 
 class LoadBalancer(Model):
     """The load balancer CodeDeploy switches: needed when the service or deployment group must be created."""
-    production_listener_arn: Annotated[str, Field(pattern=_LISTENER_ARN)]
+    production_listener_arn: Annotated[str, Field(pattern=_LISTENER_ARN, max_length=_ARN_LENGTH)]
     """Listener that serves production traffic."""
-    test_listener_arn: Annotated[str | None, Field(pattern=_LISTENER_ARN)] = None
+    test_listener_arn: Annotated[str | None, Field(pattern=_LISTENER_ARN, max_length=_ARN_LENGTH)] = None
     """Listener that reaches the replacement task set before traffic shifts (health checks use it)."""
-    blue_target_group_arn: Annotated[str, Field(pattern=_TARGET_GROUP_ARN)]
+    blue_target_group_arn: Annotated[str, Field(pattern=_TARGET_GROUP_ARN, max_length=_ARN_LENGTH)]
     """First target group of the pair ("blue"); the service starts on it."""
-    green_target_group_arn: Annotated[str, Field(pattern=_TARGET_GROUP_ARN)]
+    green_target_group_arn: Annotated[str, Field(pattern=_TARGET_GROUP_ARN, max_length=_ARN_LENGTH)]
     """Second target group of the pair ("green")."""
 
 
@@ -241,15 +265,15 @@ class HealthCheck(Model):
     """Checks that green must pass before it gets production traffic."""
     url: Annotated[str | None, Field(pattern=_HTTP_URL, max_length=2048)] = None
     """Full URL to check. Default: the test listener's URL plus path."""
-    path: Annotated[str, Field(pattern=r'^/[^\s\x00-\x1f\x7f]*$', max_length=1024)] = '/'
+    path: Annotated[str, Field(pattern=_HTTP_PATH, max_length=1024)] = '/'
     """Path to check on green."""
-    checks: Annotated[int, Field(ge=1, le=100)] = 5
+    checks: Annotated[int, Field(ge=1, le=100, strict=True)] = 5
     """Number of checks that must all pass."""
-    interval_seconds: Annotated[int, Field(ge=0, le=300)] = 5
+    interval_seconds: Annotated[int, Field(ge=0, le=300, strict=True)] = 5
     """Seconds between checks."""
-    timeout_seconds: Annotated[int, Field(ge=1, le=120)] = 5
+    timeout_seconds: Annotated[int, Field(ge=1, le=120, strict=True)] = 5
     """Timeout of one check."""
-    expected_status: Annotated[int, Field(ge=100, le=599)] = 200
+    expected_status: Annotated[int, Field(ge=100, le=599, strict=True)] = 200
     """HTTP status a check must get."""
 
 
@@ -263,7 +287,7 @@ class NotifyWebhook(Model):
 
 class Notify(Model):
     """Status sent back to the git host and to a chat tool; a notification never fails or slows a run."""
-    commit_status: bool = False
+    commit_status: Annotated[bool, Field(strict=True)] = False
     """Post a GitHub commit status (context panda-deploy/NAMESPACE/NAME) on the deployed commit, with the token of spec.source.tokenSecretRef: pending at the start, success, failure or error at the end."""
     webhook: NotifyWebhook | None = None
     """A signed JSON notification at each run's start and end (chat tools)."""
@@ -276,13 +300,13 @@ class Timeouts(Model):
     total_seconds: Duration = 1800
     """Limit for the whole run: seconds, or a duration with unit ms, s, m or h."""
 
-    @model_validator(mode='after')
-    def _positive(self) -> Timeouts:
-        for field in ('stage_seconds', 'total_seconds'):
-            seconds = duration_seconds(getattr(self, field))
-            if not 1 <= seconds <= _MAX_DURATION_SECONDS:
-                raise ValueError(f'spec.timeouts.{to_camel(field)} must be between 1 second and 7 days')
-        return self
+    @field_validator('stage_seconds', 'total_seconds')
+    @classmethod
+    def _bounded(cls, value: int | str, info: ValidationInfo) -> int | str:
+        """The CRD's CEL rule says the same with duration(): 1 second to 7 days."""
+        if not 1 <= exact_seconds(value) <= _MAX_DURATION_SECONDS:
+            raise ValueError(f'spec.timeouts.{to_camel(str(info.field_name))} must be between 1 second and 7 days')
+        return value
 
     @property
     def stage(self) -> float:
@@ -313,9 +337,9 @@ class PandaDeploySpec(Model):
     """Health checks gating the traffic switch."""
     timeouts: Timeouts = Timeouts()
     """Stage and total time limits."""
-    history_limit: Annotated[int, Field(ge=0, le=100)] = 10
+    history_limit: Annotated[int, Field(ge=0, le=100, strict=True)] = 10
     """How many past runs status.history keeps."""
-    suspend: bool = False
+    suspend: Annotated[bool, Field(strict=True)] = False
     """Stop starting new runs (a run in flight finishes)."""
     notify: Notify = Notify()
     """Notifications of each run's start and end: a GitHub commit status, a signed webhook."""

@@ -466,13 +466,14 @@ def test_a_secret_without_its_key_stalls_naming_the_secret_and_the_key(bed: Bed)
 
 
 def test_a_spec_the_schema_admits_but_the_operator_refuses_stalls_as_invalid_spec_naming_the_field(bed: Bed):
-    """'500ms' matches the CRD's duration pattern (a structural schema cannot compare durations), but a stage
-    limit under one second is refused by the operator's validation: Stalled until the spec changes."""
-    bare = make_repo(bed.repos, 'invalid-spec', {'Dockerfile': DOCKERFILE})
-    spec = spec_for(bed, 'invalid-spec', bare.as_uri(), timeouts={'stageSeconds': '500ms'})
+    """The one check the CRD cannot say: the ECR repository name derived from the source URL (here
+    'bad-input-invalid..spec', which ECR refuses) when spec.image.repository is unset.  The schema admits
+    the URL; the operator's validation refuses the spec: Stalled until it changes.  (Everything else the
+    models check, the schema checks too: tests/unit/test_schema_agreement.py.)"""
+    bare = make_repo(bed.repos, 'invalid..spec', {'Dockerfile': DOCKERFILE})
+    spec = spec_for(bed, 'invalid-spec', bare.as_uri())
     outcome = run_case(bed, 'invalid-spec', spec, stall=True)
-    assert_stalled(outcome, reason='InvalidSpec',
-                   says=('spec.timeouts.stageSeconds: must be between 1 second and 7 days',))
+    assert_stalled(outcome, reason='InvalidSpec', says=('spec.image.repository: must be set: the name derived from spec.source.url',))
 
 
 class _Listener:

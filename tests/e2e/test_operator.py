@@ -202,14 +202,16 @@ def test_a_secret_without_its_key_stalls_naming_the_key(cluster: Cluster, operat
 
 
 def test_an_invalid_spec_stalls_until_fixed(cluster: Cluster, operator: Operator):
+    """What the CRD cannot check (the ECR name derived from the source, here 'your-org-sample..app') stalls
+    the operator; everything else the API server refuses (a dockerfile outside the repository is a 422)."""
     cluster.apply_secrets(**SECRETS)
-    bad = {**SPEC, 'source': {**SPEC['source'], 'dockerfile': '../outside/Dockerfile'}}
+    bad = {**SPEC, 'source': {**SPEC['source'], 'repo': 'your-org/sample..app'}}
     cluster.create('app', bad)
     wait_for(lambda: cluster.condition('app', 'Stalled'), what='Stalled')
     stalled = cluster.condition('app', 'Stalled')
     assert stalled['reason'] == 'InvalidSpec'
-    assert 'spec.source' in stalled['message'] and 'dockerfile' in stalled['message']
-    cluster.patch('app', {'spec': {'source': {'dockerfile': None}}})
+    assert 'spec.image.repository' in stalled['message'] and 'your-org-sample..app' in stalled['message']
+    cluster.patch('app', {'spec': {'source': {'repo': SPEC['source']['repo']}}})
     wait_for(lambda: cluster.ready('app'), what='Ready after the fix')
 
 

@@ -62,7 +62,7 @@ def test_the_crd_says_the_cross_field_rules_in_cel():
     assert 'has(self.rollout)' in rules and 'has(self.blueGreen)' in rules
     rollout = schema['properties']['rollout']
     assert rollout['properties']['strategy']['enum'] == ['BlueGreen', 'Canary', 'Linear', 'CodeDeploy']
-    assert rollout['properties']['strategy']['default'] == 'BlueGreen'
+    assert rollout['properties']['strategy']['description'].endswith('Default: BlueGreen.')
     assert len(rollout['x-kubernetes-validations']) == 4
     assert rollout['properties']['canary']['properties']['percent']['minimum'] == 0.1
     assert rollout['properties']['loadBalancer']['description']

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from controller.sandbox import schema as schemas
+from controller.sandbox.kube.columns import column_errors
 from controller.sandbox.kube.errors import cause
 from controller.sandbox.kube.resources import ResourceType, version_priority
 
@@ -77,11 +78,13 @@ class _Versions:
             errors.append(cause(f'spec.versions[{index}].schema.openAPIV3Schema', schemas.REQUIRED,
                                 detail='schemas are required'))
         else:
-            errors += schemas.structural_errors(open_api, path=f'spec.versions[{index}].schema.openAPIV3Schema')
+            where = f'spec.versions[{index}].schema.openAPIV3Schema'
+            errors += schemas.structural_errors(open_api, path=where) + schemas.schema_errors(open_api, where)
             self.open_api[name] = open_api
         if isinstance((version.get('subresources') or {}).get('status'), dict):
             self.status_subresource = True
         self.columns[name] = list(version.get('additionalPrinterColumns') or ())
+        errors += column_errors(version.get('additionalPrinterColumns'), f'spec.versions[{index}].additionalPrinterColumns')
         return errors
 
 

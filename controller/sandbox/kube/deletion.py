@@ -49,6 +49,10 @@ class Deletion(Admission):
         new = copy.deepcopy(old)
         new['metadata']['deletionTimestamp'] = now()
         new['metadata']['deletionGracePeriodSeconds'] = 0
+        # markAsDeleting (staging/src/k8s.io/apiserver/pkg/registry/generic/registry/store.go): setting the
+        # deletionTimestamp bumps a generational object's generation, so controllers see a change to act on.
+        if int(new['metadata'].get('generation') or 0) > 0:
+            new['metadata']['generation'] = int(new['metadata']['generation']) + 1
         new['metadata']['resourceVersion'] = self._next_rv()
         if _is_namespaces(rtype):
             new.setdefault('status', {})['phase'] = 'Terminating'

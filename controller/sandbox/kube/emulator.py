@@ -18,7 +18,8 @@ class ClusterEmulator(Routes):
     status subresource is on) and a global ``resourceVersion``.  Watches resume
     from a ``resourceVersion`` (or answer ``410 Gone``), honour label and field
     selectors and ``timeoutSeconds``.  PATCH follows the Content-Type (merge,
-    strategic-as-merge, JSON patch, apply-as-merge), PUT and PATCH check
+    strategic-as-merge for built-in kinds and 415 for custom resources, JSON patch,
+    apply-as-merge), PUT and PATCH check
     ``resourceVersion``; the status subresource isolates ``status``; finalizers
     hold deletion; CRDs register their resources for discovery and their
     schemas validate, prune and default objects; errors are ``Status`` objects

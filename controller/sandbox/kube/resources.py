@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from typing import Any
 
 import kmock
+
+from controller.sandbox.schema import apply_defaults
 
 _VERSION_RE = re.compile(r'^v(\d+)(?:(alpha|beta)(\d+))?$')
 
@@ -80,11 +83,28 @@ def version_priority(version: str) -> tuple[int, int, int, str]:
 
 
 def versioned(obj: dict[str, Any], rtype: ResourceType, version: str) -> dict[str, Any]:
-    """``obj`` as served under ``version`` (objects are stored once, served under every version)."""
+    """``obj`` as served under ``version`` (objects are stored once, served under every version), with
+    the version's schema defaults filled in: the server defaults what it reads from etcd too, so a default
+    added to a CRD shows in objects stored before it (``apiextensions-apiserver/pkg/apiserver/
+    customresource_handler.go``: the storage codec's ``schemaCoercingDecoder`` runs structural defaulting)."""
+    schema = rtype.schemas.get(version) or rtype.schemas.get(rtype.storage_version)
+    if schema and has_defaults(schema):
+        obj = apply_defaults(schema, obj)
     api_version = rtype.api_version(version)
     if obj.get('apiVersion') == api_version:
         return obj
     return {**obj, 'apiVersion': api_version}
+
+
+_DEFAULTS_SEEN: dict[int, tuple[dict[str, Any], bool]] = {}
+
+
+def has_defaults(schema: dict[str, Any]) -> bool:
+    """True if a ``default`` sits anywhere in ``schema`` (remembered per schema object)."""
+    seen = _DEFAULTS_SEEN.get(id(schema))
+    if seen is None or seen[0] is not schema:
+        seen = _DEFAULTS_SEEN[id(schema)] = (schema, '"default"' in json.dumps(schema))
+    return seen[1]
 
 
 @dataclasses.dataclass

@@ -16,15 +16,19 @@ This is the Kubernetes *structural schema* dialect, not general JSON Schema:
 ``minItems``/``maxItems``, ``minProperties``/``maxProperties``, ``format``,
 ``nullable``, ``x-kubernetes-int-or-string``,
 ``x-kubernetes-preserve-unknown-fields``, ``x-kubernetes-embedded-resource``,
-``anyOf``/``oneOf``/``allOf``/``not`` (validation only) and a few simple forms
-of ``x-kubernetes-validations`` CEL rules (see :func:`validate`).
+``anyOf``/``oneOf``/``allOf``/``not`` (validation only), ``x-kubernetes-list-type``
+and ``x-kubernetes-validations`` CEL rules (see :func:`validate`).
 
 All functions are pure: they never modify their arguments.  The modules:
 ``errors`` (field errors worded as the server words them), ``formats`` (JSON
-types and ``format`` values), ``cel`` (the CEL rules understood),
-``validation``, ``pruning`` (pruning and defaulting) and ``structural`` (what
-makes a CRD's schema acceptable).
+types and ``format`` values), ``regex`` (patterns as Go's RE2 matches them),
+``cel`` (CEL rules, evaluated by cel-python), ``listtypes`` (set and map
+lists), ``validation``, ``pruning`` (pruning and defaulting), ``structural``
+(what makes a CRD's schema structural), ``crdchecks`` and ``celcost`` (what
+else a server checks in a CRD's schema: RE2 compile, list-map keys, CEL
+compile and estimated cost).
 """
+from controller.sandbox.schema.crdchecks import schema_errors
 from controller.sandbox.schema.errors import (
     DUPLICATE,
     FORBIDDEN,
@@ -46,5 +50,5 @@ __all__ = [
     'FieldError',
     'REQUIRED', 'INVALID', 'NOT_SUPPORTED', 'TYPE_INVALID', 'TOO_LONG', 'TOO_MANY',
     'FORBIDDEN', 'DUPLICATE',
-    'validate', 'prune', 'apply_defaults', 'structural_errors', 'format_errors', 'field_error',
+    'validate', 'prune', 'apply_defaults', 'structural_errors', 'schema_errors', 'format_errors', 'field_error',
 ]

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from controller.sandbox.schema.cel import cel_errors
 from controller.sandbox.schema.errors import (
-    DUPLICATE,
     INVALID,
     NOT_SUPPORTED,
     REQUIRED,
@@ -21,6 +19,8 @@ from controller.sandbox.schema.errors import (
     go_value,
 )
 from controller.sandbox.schema.formats import check_format, is_type, same, type_name
+from controller.sandbox.schema.listtypes import list_type_errors
+from controller.sandbox.schema.regex import matches
 
 
 def validate(schema: Mapping[str, Any], obj: Any) -> list[FieldError]:
@@ -28,9 +28,9 @@ def validate(schema: Mapping[str, Any], obj: Any) -> list[FieldError]:
 
     Returns the errors in document order; an empty list means valid.
     Unknown fields are not errors here: the server prunes them first (see
-    :func:`prune`). CEL rules: ``has(self.a) != has(self.b)`` (exactly one),
-    ``!(has(self.a) && has(self.b))`` (at most one) and
-    ``has(self.a) || has(self.b)`` (at least one); other rules are ignored.
+    :func:`prune`). Patterns are matched as Go's RE2 does (:mod:`.regex`), CEL rules are evaluated on
+    every node that has a value (:mod:`.cel`), and list types ``set`` and ``map`` refuse duplicates
+    (:mod:`.listtypes`).
     """
     return list(validate_at(schema, obj, ''))
 
@@ -93,11 +93,7 @@ def _validate_value(schema: Mapping[str, Any], value: Any, path: str, where: str
 def _validate_string(schema: Mapping[str, Any], value: str, path: str, where: str) -> Iterator[FieldError]:
     pattern = schema.get('pattern')
     if isinstance(pattern, str):
-        try:
-            matched = re.search(pattern, value) is not None
-        except re.error:
-            matched = True  # a pattern we cannot compile is not the object's fault
-        if not matched:
+        if not matches(pattern, value):
             yield error(path, INVALID, value, f"{where} in body should match '{pattern}'")
     min_length = schema.get('minLength')
     if isinstance(min_length, int) and len(value) < min_length:
@@ -140,12 +136,7 @@ def _validate_array(schema: Mapping[str, Any], value: list[Any], path: str, wher
     if isinstance(items, Mapping):
         for index, item in enumerate(value):
             yield from validate_at(items, item, f'{path}[{index}]')
-    if schema.get('x-kubernetes-list-type') == 'set' or schema.get('uniqueItems') is True:
-        seen: list[Any] = []
-        for index, item in enumerate(value):
-            if any(same(item, other) for other in seen):
-                yield error(f'{path}[{index}]', DUPLICATE, item)
-            seen.append(item)
+    yield from list_type_errors(schema, value, path)
 
 
 def _validate_object(schema: Mapping[str, Any], value: dict[str, Any], path: str, where: str) -> Iterator[FieldError]:
