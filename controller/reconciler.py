@@ -30,7 +30,7 @@ from typing import Any
 import pydantic
 
 from controller import conditions, credentials, reruns, tenancy
-from controller.adapters import Notifier, Silent
+from controller.adapters.notices import Notifier, Silent
 from controller.egress import GitHosts, SourceNotAllowed
 from controller.errors import Aborted, NotificationNotAllowed, Reason, SecretForbidden, Stall, StatusNotSaved
 from controller.kube import Forbidden, Kube, KubeError, ObjectGone, merge_diff

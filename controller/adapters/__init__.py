@@ -16,7 +16,7 @@ from typing import Protocol
 
 from controller.credentials import Credentials
 from controller.egress import DeniedNetworks, GitHosts
-from controller.models import BuildEngine, CodeBuild, PandaDeploySpec, PandaDeployStatus, RunResult
+from controller.models import BuildEngine, CodeBuild, PandaDeploySpec
 
 LogLine = Callable[[str], None]
 
@@ -358,39 +358,6 @@ class AdapterSettings:
     """PANDA_DEPLOY_BUILD_ENGINE: the engine of every resource, or None (each spec's spec.build.engine)."""
     code_build: CodeBuild | None = None
     """PANDA_DEPLOY_CODEBUILD_*: CodeBuild settings for a resource without spec.build.codeBuild."""
-
-
-class RunNotices(Protocol):
-    """Where one run's start and end are announced (a GitHub commit status, a signed webhook). Each call only
-    queues the notice and returns at once; delivery is retried elsewhere and never fails or slows the run."""
-    def started(self, status: PandaDeployStatus) -> None:
-        """The run is deploying `status.revision` (called once the revision is known, again on resume)."""
-
-    def ended(self, status: PandaDeployStatus, *, result: RunResult, reason: str) -> None: ...
-
-
-class Notifier(Protocol):
-    """Binds a run's notices to the channels its spec turns on (`spec.notify`) and the operator allows."""
-    def check(self, spec: PandaDeploySpec) -> None:
-        """A `Stall` (reason NotificationNotAllowed) when the spec asks for what the operator does not allow."""
-
-    def for_run(self, *, namespace: str, name: str, spec: PandaDeploySpec,
-                credentials: Credentials) -> RunNotices: ...
-
-
-class Silent:
-    """Notices that go nowhere: the `RunNotices` and `Notifier` of a run or operator without notifications."""
-    def started(self, status: PandaDeployStatus) -> None:
-        return None
-
-    def ended(self, status: PandaDeployStatus, *, result: RunResult, reason: str) -> None:
-        return None
-
-    def check(self, spec: PandaDeploySpec) -> None:
-        return None
-
-    def for_run(self, *, namespace: str, name: str, spec: PandaDeploySpec, credentials: Credentials) -> Silent:
-        return self
 
 
 class AdapterWiring(Protocol):

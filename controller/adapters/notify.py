@@ -29,8 +29,8 @@ import logging
 import urllib.parse
 from collections.abc import Callable
 
-from controller.adapters import RunNotices, Silent
 from controller.adapters.github_status import CommitStatus, CommitStatuses, GitHubApis
+from controller.adapters.notices import RunNotices, Silent
 from controller.adapters.post import DEADLINE_SECONDS, PostFailed
 from controller.adapters.webhook import MESSAGE_LIMIT, WEBHOOK_HOSTS_VARIABLE, Webhook
 from controller.credentials import Credentials, redact

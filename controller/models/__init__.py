@@ -31,6 +31,7 @@ from controller.models.base import (
     cap_message,
 )
 from controller.models.build import Build, BuildEngine, CodeBuild, code_build_for, code_build_problem
+from controller.models.durations import Duration, duration_seconds
 from controller.models.resource import (
     PandaDeploy,
     describe_validation_error,
@@ -40,7 +41,6 @@ from controller.models.spec import (
     Aws,
     BlueGreen,
     CodeDeploy,
-    Duration,
     Ecs,
     HealthCheck,
     Hooks,
@@ -52,7 +52,6 @@ from controller.models.spec import (
     SecretRef,
     Source,
     Timeouts,
-    duration_seconds,
 )
 from controller.models.status import (
     HISTORY_MESSAGE_LIMIT,

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from controller import conditions, metrics
-from controller.adapters import RunNotices, Silent
+from controller.adapters.notices import RunNotices, Silent
 from controller.errors import PandaDeployError, Reason, Stall
 from controller.models import DEPLOYMENT_ID as DEPLOYMENT_ID  # what new_deployment_id makes; its users import it here
 from controller.models import (
