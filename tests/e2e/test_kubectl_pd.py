@@ -231,13 +231,21 @@ def test_undo_goes_back_to_the_earlier_image_and_task_definition_without_a_build
     assert again['taskDefinitionArn'] == second['taskDefinitionArn'] and again['phase'] == 'Succeeded'
 
 
-def test_reconcile_sets_requested_at_to_the_time(stack, cluster: Cluster, world: World):
+def test_reconcile_sets_requested_at_to_the_time_and_a_run_starts_at_the_branch_head(stack, cluster: Cluster,
+                                                                                      world: World):
     cluster.create('requested', spec('requested'))
-    run_ended(cluster, 'requested')
+    first = run_ended(cluster, 'requested')
     before = time.time()
     pd(stack, 'reconcile', 'requested')
     value = cluster.get('requested')['metadata']['annotations']['deploy.panda.dev/requestedAt']
     assert before - 1 <= datetime.datetime.fromisoformat(value).timestamp() <= time.time()
+
+    # Nothing changed (same generation, same head), yet the operator runs again and says which value it handled.
+    status = run_ended(cluster, 'requested', after=first['deploymentId'])
+    assert status['phase'] == 'Succeeded' and status['observedGeneration'] == first['observedGeneration']
+    assert status['lastHandledRequestedAt'] == value
+    assert [h['deploymentId'] for h in status['history'][:2]] == [status['deploymentId'], first['deploymentId']]
+    assert 'RedeployRequested' in [e['reason'] for e in cluster.events('requested')]
 
 
 def test_an_undo_supersedes_the_run_in_flight(stack, cluster: Cluster, world: World):
