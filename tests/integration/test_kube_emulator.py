@@ -663,7 +663,11 @@ def test_a_kopf_operator_works_against_the_emulator(server, custom, crd, tmp_pat
     monkeypatch.setattr(kubernetes.config.kube_config, 'KUBE_CONFIG_DEFAULT_LOCATION', kubeconfig)
     args = ['run', '--standalone', '--namespace', NS, '--verbose', str(operator)]
     emulator = server.emulator
-    with kopf.testing.KopfRunner(args, timeout=30) as runner:
+    # A registry of its own: Kopf's default one may already hold the operator's handlers (pytest imports
+    # controller.handlers when it collects tests/unit/test_handler_log.py), whose startup sets our finalizer.
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(kopf.login_via_client)  # what Kopf's default registry logs in with
+    with kopf.testing.KopfRunner(args, timeout=30, registry=registry) as runner:
         create(custom, widget(replicas=3))
         wait_for(lambda: 'Seen' in reasons(emulator, 'w1'))
         obj = get(custom)

@@ -33,6 +33,7 @@ class Kept(logging.Handler):
 def kept() -> Iterator[Kept]:
     logger = logging.getLogger(KOPF_OBJECT_LOGGER)
     handler, level, filters = Kept(), logger.level, list(logger.filters)
+    logger.filters[:] = [f for f in filters if not isinstance(f, WatchHandlerLog)]  # one an operator left, say
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     yield handler
