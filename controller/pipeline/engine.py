@@ -206,7 +206,8 @@ class Engine:
         await self._finish(run, RunResult.succeeded, reason=Reason.SUCCEEDED, message=message, quiet=quiet)
 
     async def _cancelled(self, run: Run) -> None:
-        """Superseded, deleted or aborted: the run ends here, in history. Operator shutdown: nothing is written."""
+        """Superseded, deleted or aborted: the run ends here, in history. Operator shutdown: nothing is written.
+        A cancel that comes while the run's own end is being recorded leaves that end as it is (`_finish`)."""
         result = run.cancel_result
         if result is None:
             return
@@ -216,14 +217,18 @@ class Engine:
             reason = result.value
             message = f'Run {run.status.deployment_id} {result.value.lower()} at stage {run.status.stage or "start"}'
         try:
-            await asyncio.shield(self._finish(run, result, reason=reason, message=message))
+            await self._finish(run, result, reason=reason, message=message)
         except StatusNotSaved as exc:  # the run is over all the same; whoever superseded it writes next
             run.logger.error('The end of run %s could not be written: %s', run.status.deployment_id, exc.message)
 
     @staticmethod
     async def _finish(run: Run, result: RunResult, *, reason: str, message: str, quiet: bool = False) -> None:
-        await run.recorder.finish(result, reason=reason, message=message, history_limit=run.spec.history_limit,
-                                  quiet=quiet)
+        """Record the run's end, once: shielded, so a cancel that comes meanwhile neither cuts the final writes
+        short nor records a second end (`_cancelled` waits for this one)."""
+        if run.ending is None:
+            run.ending = asyncio.ensure_future(run.recorder.finish(
+                result, reason=reason, message=message, history_limit=run.spec.history_limit, quiet=quiet))
+        await asyncio.shield(run.ending)
 
     async def _close_deployment(self, run: Run, adapters: RunAdapters, stage: StageName, call: StageCall) -> None:
         """A run that ends in stage 4 or 5 stops its open CodeDeploy deployment with rollback, so traffic stays

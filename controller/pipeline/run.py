@@ -11,6 +11,7 @@ through `redact` (or `failure_message`) before it reaches the recorder.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,8 @@ class Run:
     abort: StageFailed | None = None
     # Which progress points (checks, traffic steps) get a status write of their own (progress.py).
     progress: ProgressBudget | None = None
+    # The run's end being recorded (Engine._finish): once it has begun, a cancel changes it no more.
+    ending: asyncio.Future[None] | None = None
 
     @property
     def status(self) -> PandaDeployStatus:

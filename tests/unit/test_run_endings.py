@@ -170,3 +170,30 @@ async def test_verify_with_no_test_listener_and_no_url_says_what_to_set(world, p
     assert world.calls('http.get') == [], 'nothing was checked'
     assert deployment_statuses(world) == ['Stopped'], 'and the deployment did not stay open'
     assert sink.events[-1][:2] == ('Warning', 'NoHealthCheckTarget')
+
+
+async def test_a_run_cancelled_after_its_end_was_saved_keeps_that_end(world, pool):
+    # The supersede comes while the succeeded run posts its final Event (its status write is done): the end
+    # stands, once in history; the run is not recorded a second time as Superseded.
+    run, sink = make_run()
+    saved_end = asyncio.Event()
+    posted = sink.event
+
+    async def slow_final_event(*, type: str, reason: str, message: str) -> None:
+        if reason == 'Succeeded':
+            saved_end.set()
+            await asyncio.sleep(1.0)
+        await posted(type=type, reason=reason, message=message)
+    sink.event = slow_final_event  # type: ignore[method-assign]
+    task = asyncio.create_task(engine_for(world, pool).drive(new(run)))
+    await asyncio.wait_for(saved_end.wait(), timeout=30)
+    run.cancel_result = RunResult.superseded
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert [(h.deployment_id, h.result) for h in run.status.history] == [
+        (run.status.deployment_id, RunResult.succeeded)]
+    assert run.status.phase.value == 'Succeeded'
+    assert [s['history'][0]['result'] for s in sink.saves if s.get('history')][-1] == 'Succeeded'
+    assert [e[1] for e in sink.events].count('Succeeded') == 1 and 'Superseded' not in [e[1] for e in sink.events]
