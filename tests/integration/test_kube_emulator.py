@@ -667,6 +667,8 @@ def test_a_kopf_operator_works_against_the_emulator(server, custom, crd, tmp_pat
     # controller.handlers when it collects tests/unit/test_handler_log.py), whose startup sets our finalizer.
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(kopf.login_via_client)  # what Kopf's default registry logs in with
+    # `kopf run` makes the runner's registry the default one: the one before is put back afterwards.
+    monkeypatch.setattr(kopf._core.intents.registries, '_default_registry', kopf.get_default_registry())
     with kopf.testing.KopfRunner(args, timeout=30, registry=registry) as runner:
         create(custom, widget(replicas=3))
         wait_for(lambda: 'Seen' in reasons(emulator, 'w1'))
