@@ -9,9 +9,11 @@ run's adapters, and saves an external id the moment it learns it with
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import functools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -43,6 +45,9 @@ class Stage(Protocol):
     name: StageName
 
     def run(self, ctx: StageContext) -> Done | Wait: ...
+
+
+RECORD_TIMEOUT_SECONDS = 120  # a status write that takes longer than this fails the stage
 
 
 class StageAbandoned(Exception):
@@ -97,7 +102,20 @@ class StageContext:
         if self.cancel.is_set():
             raise StageAbandoned(f'stage {self.name.value} was abandoned; its result is discarded')
         recording = self.run.recorder.record(fields, abandoned=self.cancel)
-        asyncio.run_coroutine_threadsafe(recording, self._loop).result(timeout=120)
+        saved = asyncio.run_coroutine_threadsafe(recording, self._loop)
+        # Wait in slices: once the run is cancelled (a shutdown, a supersede) the loop may be busy stopping it and
+        # never get to this write; the stage is abandoned then, and must not go on as if its output were saved.
+        deadline = time.monotonic() + RECORD_TIMEOUT_SECONDS
+        while True:
+            try:
+                saved.result(timeout=0.1)
+                return
+            except concurrent.futures.TimeoutError:
+                if self.cancel.is_set():
+                    raise StageAbandoned(f'stage {self.name.value} was abandoned while saving; its result is '
+                                         'discarded') from None
+                if time.monotonic() >= deadline:
+                    raise
 
     def approval(self) -> str | None:
         """The promote annotation's value now: the deploymentId it approves, or None."""
