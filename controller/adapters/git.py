@@ -295,7 +295,7 @@ class GitRepository:
     def _run(self, args: list[str], remote: _Remote, *, timeout: float, cwd: pathlib.Path | None,
              action: str) -> str:
         """Run `git args…` (see gitprocess); its stdout, or `_GitFailed`. The token goes in a pipe (see above)."""
-        # C locale: the messages classified above are git's English ones (as gitpython set it).
+        # C locale: the messages classified above are git's English ones.
         env = {**os.environ, 'LANGUAGE': 'C', 'LC_ALL': 'C', **remote.env}
         read_end = None
         if remote.token and _http_origin(remote.url):

@@ -463,7 +463,7 @@ def test_image_user_matches_the_deployment() -> None:
     assert 'ENTRYPOINT ["tini", "--", "panda-deploy", "operator"]' in dockerfile, 'an init that reaps children'
     final_stage = dockerfile.split('\nFROM ')[-1]
     (packages,) = re.findall(r'apt-get install -y --no-install-recommends ([^\\\n]+)', final_stage)
-    # git for clones, ps (procps) for GitPython's kill_after_timeout, tini as PID 1
+    # git for clones, ps (procps) for whoever debugs inside, tini as PID 1
     assert {'git', 'ca-certificates', 'procps', 'tini'} <= set(packages.split()), packages
     assert len(re.findall(r'^FROM ', dockerfile, re.M)) == 2, 'two stages'
 
