@@ -64,8 +64,9 @@ ENV PATH=/opt/panda-deploy/bin:$PATH \
     HOME=/tmp \
     PANDA_DEPLOY_HTTP_PORT=8080
 USER 10001:10001
-# /metrics (Prometheus) and /healthz (kubelet probes).
+# /metrics (Prometheus) and /healthz (kubelet probes); webhooks (/hooks/) when configured.
 EXPOSE 8080
+EXPOSE 9292
 # Arguments are Kopf run options, e.g. `--standalone` or `--peering=NAME`;
 # without a namespace option the operator watches all namespaces. tini runs
 # the operator as its child and forwards SIGTERM to it; a manifest that sets

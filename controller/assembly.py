@@ -40,7 +40,7 @@ def build_follower(*, config: Config, kube: Kube, runs: Runs) -> Follower:
 
 
 def build_webhooks(*, config: Config, follower: Follower) -> Webhooks | None:
-    """The webhooks the HTTP port serves (None: PANDA_DEPLOY_WEBHOOK_SECRET_FILE unset); they wake `follower`
+    """The webhooks the webhook port serves (None: PANDA_DEPLOY_WEBHOOK_SECRET_FILE unset); they wake `follower`
     on the running event loop (the HTTP server answers from threads of its own)."""
     if config.webhook_secret_file is None:
         return None

@@ -49,6 +49,8 @@ class Config:
     """PANDA_DEPLOY_MIN_INTERVAL_SECONDS: the shortest spec.source.interval honoured (a shorter one is raised)."""
     webhook_secret_file: str | None = None
     """PANDA_DEPLOY_WEBHOOK_SECRET_FILE: the file (a mounted Secret) holding the webhooks' HMAC secret; unset: none."""
+    webhook_port: int = 9292
+    """PANDA_DEPLOY_WEBHOOK_PORT: where /hooks/ listens (on PANDA_DEPLOY_HTTP_HOST), when there are webhooks."""
     limits: BuildLimits = dataclasses.field(default_factory=BuildLimits)
     """PANDA_DEPLOY_MAX_CHECKOUT_BYTES, _MAX_CONTEXT_BYTES, _MAX_BUILD_OUTPUT_BYTES: what a repository may cost."""
     notify: NotifySettings = dataclasses.field(default_factory=NotifySettings)
@@ -76,6 +78,7 @@ class Config:
                        env.get(egress.HEALTH_CHECK_DENY_VARIABLE, egress.DEFAULT_HEALTH_CHECK_DENY)),
                    limits=_limits(env), notify=_notify(env), min_interval_seconds=_min_interval(env),
                    webhook_secret_file=env.get('PANDA_DEPLOY_WEBHOOK_SECRET_FILE', '').strip() or None,
+                   webhook_port=int(env.get('PANDA_DEPLOY_WEBHOOK_PORT', cls.webhook_port)),
                    build_engine=_build_engine(env), code_build=_code_build(env))
 
     def adapter_factory(self) -> AdapterFactory:

@@ -46,8 +46,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
     memo.follower = build_follower(config=config, kube=memo.reconciler.kube, runs=memo.reconciler)
     memo.follower.start()
     memo.http = await http.serve(host=config.http_host, port=config.http_port, pool=pool,
-                                 hooks=build_webhooks(config=config, follower=memo.follower))
-    logger.info('panda-deploy: %d workers, metrics on %s:%d', config.workers, config.http_host, config.http_port)
+                                 hooks=build_webhooks(config=config, follower=memo.follower),
+                                 hooks_port=config.webhook_port)
+    hooks = f'webhooks on port {memo.http.hooks_port}' if memo.http.hooks_port is not None else 'no webhooks'
+    logger.info('panda-deploy: %d workers, metrics on %s:%d, %s', config.workers, config.http_host,
+                config.http_port, hooks)
 
 
 @kopf.on.cleanup()

@@ -1,4 +1,5 @@
-"""Webhooks on the operator's HTTP port: a git push wakes the resources that follow that branch at once.
+"""Webhooks on the operator's webhook port (PANDA_DEPLOY_WEBHOOK_PORT): a git push wakes the resources that follow
+that branch at once.
 
 Two forms, both signed with the one secret the operator is configured with
 (PANDA_DEPLOY_WEBHOOK_SECRET_FILE, a mounted Secret; unset: no webhooks):

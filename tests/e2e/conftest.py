@@ -53,12 +53,14 @@ class Operator:
                  args: tuple[str, ...] = ('--standalone', '--all-namespaces')) -> None:
         self.kubeconfig, self.world, self.log_path, self.extra_env, self.args = kubeconfig, world, log, env, args
         self.port = free_port()
+        self.hooks_port = free_port()  # served only when the test sets PANDA_DEPLOY_WEBHOOK_SECRET_FILE
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, 'KUBECONFIG': str(self.kubeconfig), 'PANDA_FAKE_DIR': str(self.world.root),
                'PANDA_DEPLOY_ADAPTERS': 'tests.fakes:make_adapters', 'PANDA_DEPLOY_HTTP_HOST': '127.0.0.1',
-               'PANDA_DEPLOY_HTTP_PORT': str(self.port), 'PANDA_DEPLOY_POLL_SECONDS': '0.2',
+               'PANDA_DEPLOY_HTTP_PORT': str(self.port), 'PANDA_DEPLOY_WEBHOOK_PORT': str(self.hooks_port),
+               'PANDA_DEPLOY_POLL_SECONDS': '0.2',
                'PYTHONPATH': str(ROOT), **self.extra_env}
         log = self.log_path.open('ab')
         self.process = subprocess.Popen(

@@ -128,6 +128,6 @@ def test_following_the_branch(cluster: Cluster, operator: Operator, mono: Monore
     mono.commit({'services/web/app.py': 'v3\n'})
     mono.push()
     hooked, at = head(mono), time.monotonic()
-    assert github_push(operator.port, url, 'main', hooked) == 202
+    assert github_push(operator.hooks_port, url, 'main', hooked) == 202
     wait_for(lambda: deployed(cluster, hooked), timeout=20, what='the hooked commit deployed')
     print(f'webhook push deployed after {time.monotonic() - at:.1f}s')

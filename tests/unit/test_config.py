@@ -92,10 +92,11 @@ def test_adapter_wiring_without_a_function_name_means_make_adapters() -> None:
 
 
 def test_following_and_webhook_settings() -> None:
-    assert (Config().min_interval_seconds, Config().webhook_secret_file) == (30.0, None)
-    config = Config.from_env({'PANDA_DEPLOY_MIN_INTERVAL_SECONDS': '5',
+    assert (Config().min_interval_seconds, Config().webhook_secret_file, Config().webhook_port) == (30.0, None, 9292)
+    config = Config.from_env({'PANDA_DEPLOY_MIN_INTERVAL_SECONDS': '5', 'PANDA_DEPLOY_WEBHOOK_PORT': '9443',
                               'PANDA_DEPLOY_WEBHOOK_SECRET_FILE': '/etc/panda-deploy/webhook/secret'})
-    assert (config.min_interval_seconds, config.webhook_secret_file) == (5.0, '/etc/panda-deploy/webhook/secret')
+    assert (config.min_interval_seconds, config.webhook_secret_file, config.webhook_port) == (
+        5.0, '/etc/panda-deploy/webhook/secret', 9443)
     assert Config.from_env({'PANDA_DEPLOY_WEBHOOK_SECRET_FILE': ' '}).webhook_secret_file is None
     with pytest.raises(ValueError, match='PANDA_DEPLOY_MIN_INTERVAL_SECONDS'):
         Config.from_env({'PANDA_DEPLOY_MIN_INTERVAL_SECONDS': '0'})

@@ -41,6 +41,7 @@ NAMESPACE = 'panda-deploy'
 SERVICE_ACCOUNT = 'panda-deploy'
 OPERATOR_CONTAINER = 'operator'
 HTTP_PORT = 8080
+HOOKS_PORT = 9292
 GROUP = 'deploy.panda.dev'
 PLURAL = 'pandadeploys'
 MIN_KUBERNETES = '1.29'   # CEL validation rules in the CRD are GA from 1.29
@@ -422,6 +423,7 @@ def assert_operator_deployment(objects: list[dict[str, Any]], *, privileged_ok: 
     assert 'memory' in (resources.get('limits') or {}), 'a memory limit'
     ports = {p['name']: p['containerPort'] for p in container.get('ports') or []}
     assert ports.get('http') == HTTP_PORT, ports
+    assert ports.get('hooks') == HOOKS_PORT, ports
     for probe in ('livenessProbe', 'readinessProbe'):
         get = (container.get(probe) or {}).get('httpGet') or {}
         assert get.get('path') == '/healthz', f'{probe}: {get}'
@@ -450,6 +452,7 @@ def test_deployment_settings() -> None:
     known = set(re.findall(r'PANDA_DEPLOY_\w+', (CONTROLLER / 'config.py').read_text()))
     assert {n for n in env if n.startswith('PANDA_DEPLOY_')} <= known, f'unknown settings; known: {sorted(known)}'
     assert int(env['PANDA_DEPLOY_HTTP_PORT']['value']) == HTTP_PORT
+    assert int(env['PANDA_DEPLOY_WEBHOOK_PORT']['value']) == HOOKS_PORT
     assert int(env['PANDA_DEPLOY_WORKERS']['value']) >= 1
     assert env['POD_ID']['valueFrom']['fieldRef']['fieldPath'] == 'metadata.name'
 
@@ -460,6 +463,7 @@ def test_image_user_matches_the_deployment() -> None:
     user = effective(pod, operator_container(the(base_objects(), 'Deployment')), 'runAsUser')
     assert re.search(rf'^USER {user}(:\d+)?$', dockerfile, re.M), f'Dockerfile: USER {user}'
     assert re.search(rf'^EXPOSE {HTTP_PORT}$', dockerfile, re.M)
+    assert re.search(rf'^EXPOSE {HOOKS_PORT}$', dockerfile, re.M)
     assert 'ENTRYPOINT ["tini", "--", "panda-deploy", "operator"]' in dockerfile, 'an init that reaps children'
     final_stage = dockerfile.split('\nFROM ')[-1]
     (packages,) = re.findall(r'apt-get install -y --no-install-recommends ([^\\\n]+)', final_stage)
@@ -468,9 +472,15 @@ def test_image_user_matches_the_deployment() -> None:
     assert len(re.findall(r'^FROM ', dockerfile, re.M)) == 2, 'two stages'
 
 
+def named(objects: Iterable[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [o for o in of_kind(objects, kind) if o['metadata']['name'] == name]
+    return found
+
+
 def test_service_and_servicemonitor_reach_the_metrics_port() -> None:
     objects = base_objects()
-    deployment, service, monitor = the(objects, 'Deployment'), the(objects, 'Service'), the(objects, 'ServiceMonitor')
+    deployment, monitor = the(objects, 'Deployment'), the(objects, 'ServiceMonitor')
+    service = named(objects, 'Service', 'panda-deploy-metrics')
     pod_labels = deployment['spec']['template']['metadata']['labels']
     assert service['spec']['selector'].items() <= pod_labels.items(), 'the Service selects the operator pod'
     assert deployment['spec']['selector']['matchLabels'].items() <= pod_labels.items()
@@ -480,6 +490,17 @@ def test_service_and_servicemonitor_reach_the_metrics_port() -> None:
     assert NAMESPACE in monitor['spec']['namespaceSelector']['matchNames']
     (endpoint,) = monitor['spec']['endpoints']
     assert endpoint['port'] == 'http-metrics' and endpoint['path'] == '/metrics'
+
+
+def test_the_webhooks_service_reaches_only_the_hooks_port() -> None:
+    """The Service an Ingress routes /hooks/ to: the operator pod's `hooks` port, not the probes' and metrics'."""
+    objects = base_objects()
+    pod_labels = the(objects, 'Deployment')['spec']['template']['metadata']['labels']
+    service = named(objects, 'Service', 'panda-deploy-webhooks')
+    assert service['spec']['selector'].items() <= pod_labels.items(), 'the Service selects the operator pod'
+    assert [(p['targetPort'], p['port']) for p in service['spec']['ports']] == [('hooks', HOOKS_PORT)]
+    assert sorted(o['metadata']['name'] for o in of_kind(objects, 'Service')) == [
+        'panda-deploy-metrics', 'panda-deploy-webhooks']
 
 
 def test_namespace_enforces_restricted_pod_security() -> None:
@@ -809,16 +830,17 @@ EGRESS_PORTS = {
 METADATA_SERVICE = {'169.254.169.254/32', 'fd00:ec2::254/128'}
 
 
-def test_network_policy_admits_only_the_http_port_and_names_every_egress_port() -> None:
+def test_network_policy_admits_only_the_http_and_hooks_ports_and_names_every_egress_port() -> None:
     objects = base_objects()
     policy = the(objects, 'NetworkPolicy')['spec']
     pod_labels = the(objects, 'Deployment')['spec']['template']['metadata']['labels']
     assert policy['podSelector']['matchLabels'].items() <= pod_labels.items(), 'it selects the operator pod'
     assert sorted(policy['policyTypes']) == ['Egress', 'Ingress'], 'both directions are restricted'
-    (ingress,) = policy['ingress']
-    assert [(p.get('protocol', 'TCP'), p['port']) for p in ingress['ports']] == [('TCP', 'http')]
+    admitted = [[(p.get('protocol', 'TCP'), p['port']) for p in rule['ports']] for rule in policy['ingress']]
+    assert admitted == [[('TCP', 'http')], [('TCP', 'hooks')]], admitted
     container_ports = {p['name']: p['containerPort'] for p in operator_container(the(objects, 'Deployment'))['ports']}
     assert container_ports['http'] == HTTP_PORT, '/metrics and /healthz are on the `http` port'
+    assert container_ports['hooks'] == HOOKS_PORT, '/hooks/ is on the `hooks` port'
     opened: set[tuple[str, int]] = set()
     for rule in policy['egress']:
         assert rule.get('ports'), f'an egress rule open on every port: {rule}'
