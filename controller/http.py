@@ -190,7 +190,7 @@ class _HooksHandler(_Handler):
 
 class _Listener(http.server.ThreadingHTTPServer):
     """One port: a thread per connection, at most `max_connections` of them; one more gets 503 and is closed."""
-    daemon_threads = True
+    daemon_threads = True  # stopping never waits for a sender: server_close joins only non-daemon threads
     request_queue_size = 128  # the listen backlog: a burst waits to be accepted (and told 503) rather than retrying
 
     def __init__(self, host: str, port: int, handler: type[_Handler], *, max_connections: int,

@@ -251,3 +251,17 @@ def trickle(port: int, *, seconds: float) -> float:
             except OSError:
                 break
     return time.monotonic() - started
+
+
+async def test_stopping_does_not_wait_for_a_senders_connection(tmp_path: pathlib.Path, woken: Woken) -> None:
+    """The operator's shutdown (Kopf's cleanup, on the event loop) is not held by a half-sent request."""
+    (tmp_path / 'secret').write_bytes(SECRET)
+    hooks = webhooks.Webhooks(secret=webhooks.secret_from_file(tmp_path / 'secret'), wake=woken)
+    running = await operator_http.serve(host='127.0.0.1', port=0, hooks=hooks, body_seconds=1.0)
+    with socket.create_connection(('127.0.0.1', running.hooks_port), timeout=10) as half:
+        half.sendall(b'POST /hooks/github HTTP/1.1\r\nHost: x\r\n')
+        await asyncio.sleep(0.3)  # its thread is reading the headers
+        started = time.monotonic()
+        await running.cleanup()
+        took = time.monotonic() - started
+    assert took < 3, f'stopping waited {took:.1f} s for a sender'
