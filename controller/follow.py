@@ -50,7 +50,7 @@ from typing import Any, Literal, Protocol
 
 import pydantic
 
-from controller import conditions
+from controller import conditions, metrics
 from controller.errors import PandaDeployError, Reason
 from controller.kube import Kube, KubeError
 from controller.models import (
@@ -274,9 +274,8 @@ class Follower:
         fresh, entry.fresh = entry.fresh, False
         head = await self._head(source.clone_url, entry.branch, token, fresh=fresh, interval=entry.interval)
         status = _status(entry.body)
-        if head in (entry.seen, status.branch_head.revision if status.branch_head else None):
-            return  # already decided on
-        if head == status.revision:  # the last run is at it: nothing to do, nothing to write
+        if head in (entry.seen, status.branch_head.revision if status.branch_head else None, status.revision):
+            metrics.BRANCH_LOOKS.labels('unchanged').inc()  # decided on, or the last run is at it: nothing to write
             entry.seen = head
             return
         deployed = _last_succeeded(status)
@@ -285,6 +284,7 @@ class Follower:
             touched = await self._in_pool(self.heads.touches, url=source.clone_url, old=deployed, new=head,
                                           patterns=list(source.paths), token=token)
             if touched is False:
+                metrics.BRANCH_LOOKS.labels('no_path_changed').inc()
                 await self._decided(key, entry, head, 'NoPathChanged', Reason.NO_PATH_CHANGED,
                                     f'{head[:7]} changes no file under spec.source.paths since {deployed[:7]}, '
                                     'the commit deployed: nothing to deploy')
@@ -293,6 +293,7 @@ class Follower:
                 message += f' ({deployed[:7]}, the commit deployed, is no longer on the server to compare with)'
         if not self._settled(key, entry.body):  # a spec change started a run meanwhile: it is at the head
             return
+        metrics.BRANCH_LOOKS.labels('moved').inc()
         await self._decided(key, entry, head, 'Deploy', Reason.BRANCH_MOVED, message)
         await self.runs.reconcile(body=entry.body, logger=entry.logger, wanted=True)
 
@@ -300,6 +301,7 @@ class Follower:
         """A look that failed (the git server refused or did not answer, a Secret is missing): logged, and a
         Warning Event when the failure is new, not at every interval; the next look tries again."""
         message = f'Following branch {entry.branch}: {error.message}'
+        metrics.BRANCH_LOOKS.labels('failed').inc()
         entry.logger.info('%s', message)
         if message != entry.failure:
             entry.failure = message

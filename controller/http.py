@@ -37,7 +37,7 @@ from typing import Any
 
 import prometheus_client
 
-from controller import webhooks
+from controller import metrics, webhooks
 
 LOOP_STALE_SECONDS = 10.0
 POOL_STALL_SECONDS = 120.0
@@ -49,6 +49,8 @@ MAX_CONNECTIONS = 64
 REQUEST_SECONDS = 10.0
 """How long a connection may take to send its request line and headers and be answered (a webhook's body has
 `body_seconds` on top); after that it is cut, so a sender trickling bytes cannot keep a thread."""
+HOOK_NAMES = {'/hooks/github': 'github', '/hooks/generic': 'generic'}
+"""The webhook metric's `hook` label of each path; any other path (or none read) is `other`."""
 _BUSY = b'HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
 
 
@@ -138,9 +140,14 @@ class _ProbesHandler(_Handler):
 
 
 class _HooksHandler(_Handler):
-    """POST /hooks/…: a body of bounded size within `body_seconds`, handed to `hooks`."""
+    """POST /hooks/…: a body of bounded size within `body_seconds`, handed to `hooks`; every answer counted."""
     hooks: webhooks.Webhooks
     body_seconds: float = webhooks.BODY_SECONDS
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        path = getattr(self, 'path', '').split('?', 1)[0]
+        metrics.WEBHOOK_REQUESTS.labels(HOOK_NAMES.get(path, 'other'), str(code)).inc()
+        super().send_response(code, message)
 
     def do_POST(self) -> None:  # noqa: N802 -- the stdlib's name
         path = self.path.split('?', 1)[0]
@@ -194,8 +201,9 @@ class _Listener(http.server.ThreadingHTTPServer):
     request_queue_size = 128  # the listen backlog: a burst waits to be accepted (and told 503) rather than retrying
 
     def __init__(self, host: str, port: int, handler: type[_Handler], *, max_connections: int,
-                 request_seconds: float) -> None:
+                 request_seconds: float, busy: Callable[[], None] = lambda: None) -> None:
         self.address_family = socket.AF_INET6 if ':' in host else socket.AF_INET
+        self.busy = busy  # called for each connection over the limit
         self._slots = threading.BoundedSemaphore(max_connections)
         self.request_seconds = request_seconds
         self._open: dict[socket.socket, float] = {}  # each connection being served, and when it came
@@ -207,6 +215,7 @@ class _Listener(http.server.ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
+            self.busy()
             with contextlib.suppress(OSError):
                 request.setblocking(False)  # the answer fits the socket's buffer; never wait on this sender
                 request.send(_BUSY)
@@ -282,7 +291,8 @@ async def serve(*, host: str, port: int, pool: concurrent.futures.ThreadPoolExec
         handler = type('HooksHandler', (_HooksHandler,), {'hooks': hooks, 'body_seconds': body_seconds})
         try:
             hooked = _Listener(host, hooks_port, handler, max_connections=max_connections,
-                               request_seconds=REQUEST_SECONDS + body_seconds)
+                               request_seconds=REQUEST_SECONDS + body_seconds,
+                               busy=metrics.WEBHOOK_REQUESTS.labels('other', '503').inc)
         except OSError:
             probes.server_close()
             raise

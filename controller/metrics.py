@@ -1,6 +1,8 @@
 """Prometheus metrics: few labels, no per-object ones (kube-state-metrics' job).
 
-Names are fixed by DESIGN.md; the Grafana dashboard in deploy/grafana reads them.
+The run metrics' names are fixed by DESIGN.md; the Grafana dashboard in deploy/grafana reads them. The
+continuous-delivery ones below them count what happens beside runs (notifications, webhooks, looks at a
+followed branch); each of their labels takes a handful of values the operator itself names.
 """
 from __future__ import annotations
 
@@ -18,3 +20,24 @@ RUNS = Counter('panda_deploy_runs_total', 'Finished runs, by result.', ['result'
 RUN_DURATION = Histogram(
     'panda_deploy_run_duration_seconds', 'Time from the start of a run to its end.', buckets=_RUN_BUCKETS)
 RUNS_IN_PROGRESS = Gauge('panda_deploy_runs_in_progress', 'Runs holding a worker slot now.')
+
+NOTIFICATIONS = Counter(
+    'panda_deploy_notifications_total',
+    'Notifications by channel (commit_status, webhook) and result (sent; failed: refused or given up after '
+    'its retries; dropped: too many waiting).', ['channel', 'result'])
+WEBHOOK_REQUESTS = Counter(
+    'panda_deploy_webhook_requests_total',
+    'Requests to the webhook port by hook (github, generic, other) and the HTTP status answered.', ['hook', 'code'])
+BRANCH_LOOKS = Counter(
+    'panda_deploy_branch_looks_total',
+    'Looks at the head of a followed branch by result (unchanged, moved: a run starts, no_path_changed, '
+    'failed).', ['result'])
+
+# The label values known beforehand start at 0, so a rate() or an alert has a series before the first event.
+for _channel in ('commit_status', 'webhook'):
+    for _result in ('sent', 'failed', 'dropped'):
+        NOTIFICATIONS.labels(_channel, _result)
+for _hook in ('github', 'generic'):
+    WEBHOOK_REQUESTS.labels(_hook, '202')
+for _result in ('unchanged', 'moved', 'no_path_changed', 'failed'):
+    BRANCH_LOOKS.labels(_result)

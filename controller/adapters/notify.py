@@ -28,7 +28,9 @@ import datetime
 import logging
 import urllib.parse
 from collections.abc import Callable
+from typing import Literal
 
+from controller import metrics
 from controller.adapters.github_status import CommitStatus, CommitStatuses, GitHubApis
 from controller.adapters.notices import RunNotices, Silent
 from controller.adapters.post import DEADLINE_SECONDS, PostFailed
@@ -100,7 +102,9 @@ Send = Callable[[RunNotice], None]  # one POST; raises PostFailed
 
 @dataclasses.dataclass(frozen=True)
 class Channel:
-    """Where a resource's notices go: its name in logs, what orders them, how one is sent."""
+    """Where a resource's notices go: its kind (the metric's label), its name in logs, what orders them, how one
+    is sent."""
+    kind: Literal['commit_status', 'webhook']
     name: str
     key: Callable[[RunNotice], str | None]  # notices with one key replace each other; None: not sent
     send: Send
@@ -156,12 +160,13 @@ class Notifications:
                 assert notice.revision is not None
                 statuses.create(notice.revision, CommitStatus(state=notice.github_state, context=context,
                                                               description=notice.message, target_url=notice.url))
-            found.append(Channel(f'commit status {context}', lambda n: _status_key(where, n), post_status))
+            found.append(Channel('commit_status', f'commit status {context}', lambda n: _status_key(where, n),
+                                 post_status))
         webhook = spec.notify.webhook
         if webhook is not None and credentials.webhook_key and settings.webhook_hosts.allows(webhook.url):
             hook = Webhook(url=webhook.url, key=credentials.webhook_key, denied=settings.denied,
                            deadline=settings.deadline)
-            found.append(Channel(f'webhook of {where}', lambda n: f'webhook {where} {n.deployment_id}',
+            found.append(Channel('webhook', f'webhook of {where}', lambda n: f'webhook {where} {n.deployment_id}',
                                  lambda n: hook.send(n.payload(), event=str(n.payload()['event']))))
         return found
 
@@ -172,6 +177,7 @@ class Notifications:
             return
         if len(self._tasks) >= MAX_PENDING:
             log.warning('%s: %d notifications waiting; this one is dropped', channel.name, len(self._tasks))
+            metrics.NOTIFICATIONS.labels(channel.kind, 'dropped').inc()
             return
         try:
             loop = asyncio.get_running_loop()
@@ -202,6 +208,7 @@ class Notifications:
                     if await self._attempt(channel, notice, attempt, secrets):
                         return
             log.warning('%s: gave up after %d attempts', channel.name, len(self.settings.backoff) + 1)
+            metrics.NOTIFICATIONS.labels(channel.kind, 'failed').inc()
         finally:
             if self._latest.get(key) == sequence:
                 del self._latest[key]
@@ -214,12 +221,16 @@ class Notifications:
         except PostFailed as exc:
             log.warning('%s: %s notice of %s not sent (attempt %d): %s', channel.name, notice.github_state,
                         notice.deployment_id, attempt, redact(exc.message, secrets))
+            if not exc.retryable:
+                metrics.NOTIFICATIONS.labels(channel.kind, 'failed').inc()
             return not exc.retryable
         except Exception as exc:  # a bug here must not go unseen, nor fail anything else: logged, not retried
             log.error('%s: %s notice of %s not sent: %s: %s', channel.name, notice.github_state,
                       notice.deployment_id, type(exc).__name__, redact(str(exc), secrets))
+            metrics.NOTIFICATIONS.labels(channel.kind, 'failed').inc()
             return True
         log.info('%s: %s notice of %s sent', channel.name, notice.github_state, notice.deployment_id)
+        metrics.NOTIFICATIONS.labels(channel.kind, 'sent').inc()
         return True
 
 

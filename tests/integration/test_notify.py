@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+import prometheus_client
 import pytest
 
 from controller.adapters.github_status import GitHubApis
@@ -93,17 +94,26 @@ async def test_github_enterprise_is_reached_under_its_api_v3_base():
         assert ghe.violations == [] and [c.target for c in ghe.calls] == [f'/api/v3/repos/corp/app/statuses/{SHA}'] * 2
 
 
+def notifications_counted(channel: str, result: str) -> float:
+    return prometheus_client.REGISTRY.get_sample_value(
+        'panda_deploy_notifications_total', {'channel': channel, 'result': result}) or 0.0
+
+
 async def test_a_failing_server_is_retried_a_bounded_number_of_times_and_a_late_pending_never_wins(github, caplog):
     github.mode, github.failures = 'fail', 2
     notifier = notifications(github)
+    sent, failed = notifications_counted('commit_status', 'sent'), notifications_counted('commit_status', 'failed')
     await announce(notifier, spec('http://127.0.0.1:9/o/r.git', commitStatus=True))
     assert [s['state'] for s in github.statuses[('o', 'r', SHA)]] == ['pending', 'success']
     assert len(github.calls) == 4
+    assert notifications_counted('commit_status', 'sent') - sent == 2  # each once, however many attempts
+    assert notifications_counted('commit_status', 'failed') == failed
 
     github.failures, github.calls = 100, []
     await announce(notifier, spec('http://127.0.0.1:9/o/r.git', commitStatus=True))
     assert len(github.calls) == 8  # 4 attempts each, then given up
     assert 'gave up after 4 attempts' in caplog.text
+    assert notifications_counted('commit_status', 'failed') - failed == 2  # what an alert on failures sees
 
 
 async def test_a_rate_limited_request_is_tried_again_and_a_refused_one_is_not(github):
@@ -112,8 +122,10 @@ async def test_a_rate_limited_request_is_tried_again_and_a_refused_one_is_not(gi
     assert [s['state'] for s in github.statuses[('o', 'r', SHA)]] == ['pending', 'success'] and len(github.calls) == 3
 
     github.mode, github.token, github.calls = 'ok', 'another-token', []  # 401: retrying cannot help
+    failed = notifications_counted('commit_status', 'failed')
     await announce(notifications(github), spec('http://127.0.0.1:9/o/r.git', commitStatus=True))
     assert len(github.calls) == 2
+    assert notifications_counted('commit_status', 'failed') - failed == 2  # refused: failed at once
 
 
 async def test_a_newer_notice_replaces_an_older_one_still_retrying(github):
@@ -218,8 +230,10 @@ def webhook_spec(url: str) -> PandaDeploySpec:
 async def test_a_webhook_gets_the_start_and_end_as_signed_json(receiver):
     notifier = Notifications(settings=NotifySettings(webhook_hosts=GitHosts.parse('http://127.0.0.1:*'),
                                                      backoff=FAST))
+    sent = notifications_counted('webhook', 'sent')
     await announce(notifier, webhook_spec(receiver.url), webhook_key=KEY)
     assert len(receiver.got) == 2
+    assert notifications_counted('webhook', 'sent') - sent == 2
     for headers, body in receiver.got:
         expected = 'sha256=' + hmac.new(KEY.encode(), body, hashlib.sha256).hexdigest()
         assert hmac.compare_digest(headers['X-Panda-Signature-256'], expected) and signature(KEY, body) == expected

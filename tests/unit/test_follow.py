@@ -10,6 +10,7 @@ import copy
 import logging
 from typing import Any
 
+import prometheus_client
 import pytest
 
 from controller.follow import Follower
@@ -103,10 +104,16 @@ async def test_a_head_that_is_the_last_runs_commit_costs_one_ls_remote_and_no_wr
     heads = Heads(head=OLD)
     now = [1000.0]
     f = Follower(kube=kube, runs=runs, heads=heads, min_interval=1, clock=lambda: now[0])  # type: ignore[arg-type]
+    unchanged = looks_counted('unchanged')
     for _ in range(3):
         await look(f, resource())
         now[0] += 60
     assert len(heads.asked) == 3 and kube.patches == [] and kube.events == [] and runs.started == []
+    assert looks_counted('unchanged') - unchanged == 3
+
+
+def looks_counted(result: str) -> float:
+    return prometheus_client.REGISTRY.get_sample_value('panda_deploy_branch_looks_total', {'result': result}) or 0.0
 
 
 async def test_resources_on_one_branch_share_a_recent_answer_but_not_a_token(kube: Kube, runs: Runs) -> None:
@@ -136,8 +143,10 @@ async def test_resources_on_one_branch_share_a_recent_answer_but_not_a_token(kub
 async def test_a_new_head_is_decided_on_once_and_starts_a_run(kube: Kube, runs: Runs) -> None:
     heads = Heads(head=NEW)
     f = follower(kube, runs, heads)
+    moved = looks_counted('moved')
     await look(f, resource())
     assert [p['branchHead']['revision'] for p in kube.patches] == [NEW]
+    assert looks_counted('moved') - moved == 1
     assert kube.patches[0]['branchHead']['decision'] == 'Deploy'
     assert [reason for reason, _ in kube.events] == ['BranchMoved'] and len(runs.started) == 1
     await look(f, resource())  # the watch's status still lags: this process remembers
@@ -151,7 +160,9 @@ async def test_a_new_head_is_decided_on_once_and_starts_a_run(kube: Kube, runs: 
 async def test_a_head_changing_no_watched_path_deploys_nothing_and_says_so(kube: Kube, runs: Runs) -> None:
     heads = Heads(head=NEW, touched=False)
     f = follower(kube, runs, heads)
+    skipped = looks_counted('no_path_changed')
     await look(f, resource(source={'paths': ['services/web/**']}))
+    assert looks_counted('no_path_changed') - skipped == 1
     assert heads.compared == [(OLD, NEW, ['services/web/**'])]
     assert kube.patches[0]['branchHead']['decision'] == 'NoPathChanged' and runs.started == []
     assert [reason for reason, _ in kube.events] == ['NoPathChanged']
@@ -355,10 +366,12 @@ async def test_a_failing_look_says_so_once_per_failure_and_writes_no_status(kube
     heads = FailingHeads()
     now = [1000.0]
     f = Follower(kube=kube, runs=runs, heads=heads, min_interval=1, clock=lambda: now[0])  # type: ignore[arg-type]
+    failed = looks_counted('failed')
     for _ in range(3):
         await look(f, resource())
         now[0] += 60
     assert [reason for reason, _ in kube.events] == ['SourceAuthFailed'] and kube.patches == []
+    assert looks_counted('failed') - failed == 3  # one Event per failure, but every failed look counted
     heads.error = None
     await look(f, resource())
     heads.error = SourceAuthFailed('authentication failed again')

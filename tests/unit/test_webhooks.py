@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import prometheus_client
 import pytest
 
 from controller import http as operator_http
@@ -71,10 +72,18 @@ def github_headers(body: bytes, *, secret: bytes = SECRET, event: str = 'push') 
             'X-Hub-Signature-256': webhooks.sign(secret, body)}
 
 
+def answered(hook: str, code: int) -> float:
+    """How many requests panda_deploy_webhook_requests_total counts for `hook` answered `code`."""
+    return prometheus_client.REGISTRY.get_sample_value(
+        'panda_deploy_webhook_requests_total', {'hook': hook, 'code': str(code)}) or 0.0
+
+
 async def test_a_signed_push_wakes_its_repository_and_branch(server: operator_http.Server, woken: Woken) -> None:
     body = push_event('release')
+    accepted = answered('github', 202)
     status, text = await _post(server.hooks_port, '/hooks/github', body, github_headers(body))
     assert status == 202, text
+    assert answered('github', 202) - accepted == 1
     assert {branch for _, branch in woken.calls} == {'release'}
     assert {repository for repository, _ in woken.calls} >= {'octo/app', 'https://github.com/octo/app.git'}
 
@@ -90,9 +99,11 @@ async def test_bad_github_hooks_are_refused_and_wake_nothing(server: operator_ht
     body = push_event()
     headers = github_headers(body)
     change(headers)
+    before = answered('github', expected)
     status, _ = await _post(server.hooks_port, '/hooks/github', body, headers)
     assert status == expected
     assert woken.calls == []
+    assert answered('github', expected) - before == 1  # refusals are counted: a wrong secret shows on a dashboard
 
 
 async def test_a_replayed_delivery_is_refused_even_under_a_new_delivery_id(server: operator_http.Server,
@@ -197,7 +208,7 @@ async def test_a_flood_of_idle_connections_costs_a_bounded_number_of_threads_and
         server: operator_http.Server, woken: Woken) -> None:
     """300 connections that send half a request and wait: the operator keeps its threads (each connection would
     hold one for 30 s), /healthz still answers, and once the flood is gone a valid hook is taken."""
-    before = threading.active_count()
+    before, busy = threading.active_count(), answered('other', 503)
     flood = []
     try:
         for _ in range(300):
@@ -208,6 +219,7 @@ async def test_a_flood_of_idle_connections_costs_a_bounded_number_of_threads_and
         await asyncio.sleep(0.5)
         assert threading.active_count() - before <= operator_http.MAX_CONNECTIONS
         assert flood[-1].recv(100).startswith(b'HTTP/1.0 503 '), 'one connection too many is told so and closed'
+        assert answered('other', 503) - busy >= 300 - operator_http.MAX_CONNECTIONS
         assert await _get(server.port, '/healthz') == 200  # the probes' port is not the webhooks'
     finally:
         for connection in flood:
