@@ -200,11 +200,13 @@ class DeploymentControllerMismatch(ServiceUpdateFailed):
 class HealthCheckFailed(StageFailed):
     reason = Reason.HEALTH_CHECK_FAILED
 
-    def __init__(self, *, url: str, failed: int, total: int, detail: str = '') -> None:
+    def __init__(self, *, url: str, failed: int, total: int, detail: str = '', outcome: str = '') -> None:
         self.url, self.failed, self.total = url, failed, total
         text = f'Health check of {url} failed {failed}/{total} checks'
         if detail:
             text += f' ({detail})'
+        if outcome:  # what became of the deployment, e.g. rolled back
+            text += f'; {outcome}'
         super().__init__(text)
 
 

@@ -182,11 +182,13 @@ class Verify:
     def _roll_back(ctx: StageContext, progress: CheckProgress, summary: HealthCheckStatus,
                    gate: Gate | None) -> NoReturn:
         """A check failed: stop the deployment with rollback (traffic stays put) and fail the stage."""
+        outcome = ''
         if gate is not None:
             gate.stop(ctx)
             ctx.progress('Deployment stopped and rolled back; traffic stays where it was')
+            outcome = 'rolled back, production traffic unchanged'
         raise HealthCheckFailed(url=progress.url, failed=summary.failed, total=summary.total,
-                                detail=progress.errors[0])
+                                detail=progress.errors[0], outcome=outcome)
 
     def _promote(self, ctx: StageContext, progress: CheckProgress, summary: HealthCheckStatus,
                  gate: Gate) -> Wait | None:

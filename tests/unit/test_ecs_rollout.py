@@ -51,6 +51,7 @@ async def test_a_failed_check_at_the_hook_rolls_back_there(world, pool):
     assert world.calls('ecs_deployments.continue') == [] and world.state()['active'] == 'blue'
     ready = conditions.get(run.status, 'Ready')
     assert ready.reason == 'HealthCheckFailed' and '1/3' in ready.message
+    assert ready.message.endswith('; rolled back, production traffic unchanged'), ready.message
 
 
 async def test_a_failed_check_while_production_moves_stops_the_deployment(world, pool):

@@ -207,6 +207,7 @@ async def test_a_failed_health_check_stops_the_deployment_and_keeps_blue(world, 
     assert world.state()['active'] == 'blue'
     ready = conditions.get(run.status, 'Ready')
     assert ready.reason == 'HealthCheckFailed' and '1/3' in ready.message and 'green.example.test' in ready.message
+    assert ready.message.endswith('(HTTP 503); rolled back, production traffic unchanged'), ready.message
     assert run.status.health_check.failed == 1
 
 
