@@ -425,6 +425,23 @@ def test_the_canary_example_is_accepted_and_means_ecs_canary(schema: dict[str, A
     assert spec.rollout.canary is not None and (spec.rollout.canary.percent, spec.rollout.canary.bake_minutes) == (10, 5)
 
 
+def test_the_continuous_delivery_example_is_accepted_and_means_what_it_says(schema: dict[str, Any]) -> None:
+    from controller.sandbox.schema import apply_defaults, prune, validate
+
+    sample = load(ROOT / 'examples' / 'continuous-delivery.yaml')
+    pruned, errors = prune(schema, sample, strict=True)
+    assert list(errors) == [] and pruned == sample, 'every field is one the CRD knows'
+    assert list(validate(schema, sample)) == []
+    spec = PandaDeploySpec.model_validate(apply_defaults(schema, sample)['spec'])
+    source = spec.source
+    assert (source.interval_seconds, source.paths) == (300, ['services/web/**', 'libs/**'])
+    assert spec.build.engine.value == 'codeBuild' and spec.build.code_build is not None
+    assert spec.build.code_build.service_role_arn and spec.build.code_build.timeout_minutes == 30
+    assert spec.rollout is not None and spec.rollout.strategy.value == 'BlueGreen'
+    assert spec.notify.commit_status and spec.notify.webhook is not None
+    assert spec.notify.webhook.secret_ref.name == 'chat-hook'
+
+
 def test_sample_secrets_match_the_sample_and_are_placeholders() -> None:
     sample = load(EXAMPLE)['spec']
     secrets = {s['metadata']['name']: s for s in yaml.safe_load_all(SECRETS.read_text())}
