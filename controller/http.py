@@ -194,7 +194,6 @@ class _HooksHandler(_Handler):
             body += chunk
 
 
-
 class _Listener(http.server.ThreadingHTTPServer):
     """One port: a thread per connection, at most `max_connections` of them; one more gets 503 and is closed."""
     daemon_threads = True  # stopping never waits for a sender: server_close joins only non-daemon threads
