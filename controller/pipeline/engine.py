@@ -21,7 +21,9 @@ deployment with rollback
 (found by the run's id when it was being created as the run ended), so the
 next run is not refused with DeploymentLimitExceeded. Only a run that is
 merely interrupted (operator shutdown, or a status that cannot be written:
-`StatusNotSaved`) leaves it, to be resumed.
+`StatusNotSaved`) leaves it, to be resumed. Nor is a run's work left
+running behind its recorded end: a stage the engine gives up on is told to
+stop and given `STOP_GRACE_SECONDS` to do so (`_let_stop`) first.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ from controller.adapters import AdapterFactory, Adapters
 from controller.errors import PandaDeployError, Reason, StageFailed, StageTimeout, StatusNotSaved, Transient
 from controller.models import RunResult, StageName, StageRecord, StageResult
 from controller.pipeline.build_stop import close_build
-from controller.pipeline.rollouts import earlier_deployments
+from controller.pipeline.rollouts import stop_codedeploy_if_open, stop_service_deployment_if_open
 from controller.pipeline.run import Run
 from controller.pipeline.stage import Done, Stage, StageContext, Wait
 
@@ -55,6 +57,7 @@ _OPENING_STAGES = {False: (StageName.blue_green, StageName.verify),
                    True: (StageName.service, StageName.blue_green, StageName.verify)}
 CALL_WAIT_SECONDS = 30.0  # a run ending in stage 4 waits this long for its CodeDeploy call in flight
 STOP_SECONDS = 60.0  # and this long to find and stop its deployment
+STOP_GRACE_SECONDS = 5.0  # an abandoned stage's call gets this long to stop before the run's end is recorded
 
 
 class RunAdapters:
@@ -162,20 +165,20 @@ class Engine:
         try:
             outcome = await self._run_stage(stage, ctx, record, call)
         except asyncio.CancelledError:
-            ctx.cancel.set()
+            await _let_stop(ctx, call)
             if run.cancel_result is not None:
                 recorder.stage_cancelled(record, run.cancel_result, abort=run.abort)
                 await self._close_deployment(run, adapters, stage.name, call)
             raise
         except StatusNotSaved:  # interrupted, as by a restart: resumed from the status last written
-            ctx.cancel.set()
+            await _let_stop(ctx, call)
             raise
         except PandaDeployError as exc:
-            ctx.cancel.set()
+            await _let_stop(ctx, call)
             await self._fail(run, record, exc, adapters, call)
             return False
         except Exception as exc:  # a bug or an adapter's surprise: fail the run, say what it was
-            ctx.cancel.set()
+            await _let_stop(ctx, call)
             run.logger.exception('Stage %s raised unexpectedly', stage.name.value)
             await self._fail(run, record, StageFailed(f'{type(exc).__name__}: {exc}', reason=Reason.UNEXPECTED_ERROR),
                              adapters, call)
@@ -252,8 +255,8 @@ class Engine:
             await asyncio.wait({asyncio.wrap_future(call.future)}, timeout=CALL_WAIT_SECONDS)
         # Only the stage that starts one (4 for CodeDeploy, 3 for ECS) may end before its id reached status.
         find = stage != StageName.verify
-        stop = functools.partial(_stop_ecs_if_open if run.spec.ecs_native else _stop_if_open, run, adapters,
-                                 find=find)
+        stop = functools.partial(stop_service_deployment_if_open if run.spec.ecs_native else stop_codedeploy_if_open,
+                                 run, adapters, find=find)
         loop = asyncio.get_running_loop()
         stopped = await asyncio.wait_for(loop.run_in_executor(self.pool, stop), timeout=STOP_SECONDS)
         if stopped:
@@ -333,6 +336,24 @@ class Engine:
                                         limit=stage_limit, total=False)
 
 
+async def _let_stop(ctx: StageContext, call: StageCall) -> None:
+    """Tell the stage's call in the worker pool to stop, and give it `STOP_GRACE_SECONDS` to do so (its git
+    tree killed at its next poll, its checkout removed) before the run's end is recorded: a run shown ended
+    has nothing of its own still running, and its worker is free for the next run. A call that does not stop
+    in time is left to end by itself."""
+    ctx.cancel.set()
+    if call.future is None or call.future.done():
+        return
+    waiting = asyncio.wrap_future(call.future)
+    finished, _ = await asyncio.wait({waiting}, timeout=STOP_GRACE_SECONDS)
+    if not finished:
+        waiting.cancel()  # stops only this wait: the call is running
+        ctx.run.logger.warning('Stage %s did not stop within %.0f seconds of being abandoned; it ends by itself',
+                               ctx.name.value, STOP_GRACE_SECONDS)
+    elif not waiting.cancelled():
+        waiting.exception()  # whatever the abandoned call raised is of no use any more
+
+
 def _with_last_error(timeout: StageTimeout, error: Transient | None) -> StageTimeout:
     """The timeout, its message naming the last transient error (e.g. the AWS error code) when there was one."""
     if error is not None:
@@ -345,43 +366,6 @@ def _call_timed_out(exc: TimeoutError) -> Transient:
     """A `TimeoutError` raised inside a stage (a socket, an HTTP library): one call timed out, which may pass;
     retried like any transient error, and named for what it is when the retries give up."""
     return Transient(f'A call timed out ({type(exc).__name__}: {exc or "no detail"})', reason=Reason.CALL_TIMEOUT)
-
-
-def _stop_if_open(run: Run, adapters: RunAdapters, *, find: bool) -> str | None:
-    """Stop the run's CodeDeploy deployment with rollback when it is open (in the worker pool); its id, or None.
-    `find`: look it up by the run's id when status does not have it (it was being created as the run ended)."""
-    codedeploy = adapters().codedeploy
-    deployment_id = run.status.code_deploy_deployment_id
-    if not deployment_id and find and run.status.deployment_id:
-        deployment_id = codedeploy.find_deployment(spec=run.spec, run_id=run.status.deployment_id)
-    if not deployment_id:
-        return None
-    state = codedeploy.get_deployment(deployment_id)
-    if state.succeeded or state.failed:  # ended already (stopped by Verify's rollback, or done)
-        return None
-    codedeploy.stop_deployment(deployment_id, rollback=True)
-    return deployment_id
-
-
-def _stop_ecs_if_open(run: Run, adapters: RunAdapters, *, find: bool) -> str | None:
-    """Stop the run's ECS service deployment with rollback when it is open (in the worker pool); its ARN, or None.
-    `find`: look it up by the run's task definition when status does not have it (stages 3 and 4)."""
-    deployments = adapters().ecs_deployments
-    status = run.status
-    arn = status.service_deployment_arn
-    if not arn and find and status.task_definition_arn:
-        arn = deployments.find_deployment(spec=run.spec, task_definition_arn=status.task_definition_arn,
-                                          since=status.started_at, earlier=earlier_deployments(status))
-    if not arn:
-        return None
-    state = deployments.get(arn)
-    if not state.open:  # ended already (rolled back at the gate, or done), or its rollback is under way
-        return None
-    if state.paused_hook:
-        deployments.continue_deployment(arn, hook_id=state.paused_hook, rollback=True)
-    else:
-        deployments.stop(arn)
-    return arn
 
 
 def _epoch(moment: datetime.datetime | None, default: float) -> float:

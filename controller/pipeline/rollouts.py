@@ -19,12 +19,14 @@ one. What differs lives here:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Protocol
 
-from controller.adapters import DeploymentState, ServiceDeploymentState
+from controller.adapters import Adapters, DeploymentState, ServiceDeploymentState
 from controller.errors import HealthCheckFailed, Reason, StageFailed
 from controller.models import PandaDeploySpec, PandaDeployStatus
 from controller.pipeline.progress import traffic_step
+from controller.pipeline.run import Run
 from controller.pipeline.stage import Done, StageContext, Wait
 
 
@@ -213,3 +215,42 @@ def ecs_name(spec: PandaDeploySpec) -> str:
 
 def short(arn: str) -> str:
     return arn.rsplit('/', 1)[-1]
+
+
+# -- a run that ends with its deployment open stops it (engine.py) ------------------------------------
+
+def stop_codedeploy_if_open(run: Run, adapters: Callable[[], Adapters], *, find: bool) -> str | None:
+    """Stop the run's CodeDeploy deployment with rollback when it is open (in the worker pool); its id, or None.
+    `find`: look it up by the run's id when status does not have it (it was being created as the run ended)."""
+    codedeploy = adapters().codedeploy
+    deployment_id = run.status.code_deploy_deployment_id
+    if not deployment_id and find and run.status.deployment_id:
+        deployment_id = codedeploy.find_deployment(spec=run.spec, run_id=run.status.deployment_id)
+    if not deployment_id:
+        return None
+    state = codedeploy.get_deployment(deployment_id)
+    if state.succeeded or state.failed:  # ended already (stopped by Verify's rollback, or done)
+        return None
+    codedeploy.stop_deployment(deployment_id, rollback=True)
+    return deployment_id
+
+
+def stop_service_deployment_if_open(run: Run, adapters: Callable[[], Adapters], *, find: bool) -> str | None:
+    """Stop the run's ECS service deployment with rollback when it is open (in the worker pool); its ARN, or None.
+    `find`: look it up by the run's task definition when status does not have it (stages 3 and 4)."""
+    deployments = adapters().ecs_deployments
+    status = run.status
+    arn = status.service_deployment_arn
+    if not arn and find and status.task_definition_arn:
+        arn = deployments.find_deployment(spec=run.spec, task_definition_arn=status.task_definition_arn,
+                                          since=status.started_at, earlier=earlier_deployments(status))
+    if not arn:
+        return None
+    state = deployments.get(arn)
+    if not state.open:  # ended already (rolled back at the gate, or done), or its rollback is under way
+        return None
+    if state.paused_hook:
+        deployments.continue_deployment(arn, hook_id=state.paused_hook, rollback=True)
+    else:
+        deployments.stop(arn)
+    return arn

@@ -220,8 +220,54 @@ async def test_a_stage_over_its_limit_fails_with_stage_timeout(world, pool):
     ready = conditions.get(run.status, 'Ready')
     assert ready.reason == 'StageTimeout'
     assert ready.message.startswith('Stage 1 (Build) timed out after 1 seconds (timeout: 1 seconds)')
-    await asyncio.sleep(0.2)
     assert world.calls('docker.build:cancelled'), 'the build was told to stop'
+
+
+class SlowToStop:
+    """Stage 1 that works until the engine gives up on it, then takes `stopping` seconds to stop (a git tree
+    killed at its next poll, a checkout removed)."""
+    name = StageName.build
+
+    def __init__(self, stopping: float) -> None:
+        self.stopping, self.order = stopping, []
+
+    def run(self, ctx):
+        ctx.cancel.wait(30)
+        time.sleep(self.stopping)
+        self.order.append('stopped')
+        return Done('never used')
+
+
+class OrderSink(MemorySink):
+    def __init__(self, order: list[str]) -> None:
+        super().__init__()
+        self.order = order
+
+    async def save(self, status: PandaDeployStatus) -> None:
+        await super().save(status)
+        self.order.append(f'saved {status.phase.value if status.phase else None}')
+
+
+async def test_a_timed_out_stage_has_stopped_its_work_before_the_run_is_recorded_failed(world, pool):
+    stage = SlowToStop(stopping=0.5)
+    run, _ = make_run({**SPEC, 'timeouts': {'stageSeconds': 1}})
+    run.recorder.sink = OrderSink(stage.order)
+    result = await engine_for(world, pool, stages=[stage]).drive(new(run))
+    assert result == RunResult.failed
+    assert conditions.get(run.status, 'Ready').reason == 'StageTimeout'
+    assert 'stopped' in stage.order and stage.order.index('stopped') < stage.order.index('saved Failed'), stage.order
+
+
+async def test_a_stage_that_does_not_stop_delays_the_failure_no_longer_than_the_grace(world, pool, monkeypatch):
+    monkeypatch.setattr('controller.pipeline.engine.STOP_GRACE_SECONDS', 0.3)
+    stage = SlowToStop(stopping=5)
+    run, _ = make_run({**SPEC, 'timeouts': {'stageSeconds': 1}})
+    run.recorder.sink = OrderSink(stage.order)
+    started = time.monotonic()
+    result = await engine_for(world, pool, stages=[stage]).drive(new(run))
+    took = time.monotonic() - started
+    assert result == RunResult.failed and 'stopped' not in stage.order, stage.order
+    assert took < 3, f'{took:.1f}s'
 
 
 async def test_the_total_limit_ends_the_run_at_whichever_stage(world, pool):
