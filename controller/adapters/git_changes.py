@@ -17,7 +17,11 @@ Why it is built this way:
   commit's tree, whatever the history between them.
 - What the fetch writes is watched: over `max_compare_bytes` on disk (a
   server that ignores the filter and sends every file of a huge commit) the
-  fetch is stopped and the answer is None, as below.
+  fetch is stopped and the answer is None, as below. The watch looks every
+  `WATCH_SECONDS` and once more when the fetch ends, so a fetch that beats
+  its poll is over the limit all the same; what lands on disk meanwhile is
+  at most what the network brings in that tenth of a second, and the
+  temporary repository is removed at once.
 - When the old commit cannot be fetched (a force-push and the server's
   garbage collection removed it, or a server that refuses commits by SHA),
   nothing can be proved unchanged: the answer is None and the caller deploys.
@@ -65,9 +69,15 @@ class _DiskWatch:
         while not self._done.wait(WATCH_SECONDS):
             if self.cancel is not None and self.cancel.is_set():
                 self.stop.set()
-            elif _bytes_under(self.where) > self.limit:
-                self.over = True
-                self.stop.set()
+            else:
+                self.measure_once()
+
+    def measure_once(self) -> bool:
+        """Whether `where` is over the limit now (or was seen so); stops the git call when it is."""
+        if not self.over and _bytes_under(self.where) > self.limit:
+            self.over = True
+            self.stop.set()
+        return self.over
 
 
 def _bytes_under(root: pathlib.Path) -> int:
@@ -104,17 +114,20 @@ class BranchWatcher(GitRepository):
             where = pathlib.Path(tmp)
             self._git(['init', '--quiet', '--bare', '--template=', tmp], remote, timeout=self.ls_remote_timeout)
             with _DiskWatch(where, limit=self.max_compare_bytes, cancel=cancel) as watch:
+                fetch_failed: _GitFailed | None = None
                 try:
                     self._run(['fetch', '--quiet', '--depth', '1', '--filter=blob:none', '--no-tags',
                                '--no-recurse-submodules', url, new, old], dataclasses.replace(remote, cancel=watch.stop),
                               timeout=self.fetch_timeout, cwd=where, action='fetch')
-                except _GitFailed as failed:
-                    if watch.over:
-                        logger.info('comparing %s with %s: over %d bytes on disk, not compared', new[:7], old[:7],
-                                    self.max_compare_bytes)
-                        return None
-                    if failed.stopped:
-                        raise self._classify(failed, remote) from None
+                except _GitFailed as exc:
+                    fetch_failed = exc
+                if watch.over or (fetch_failed is None and watch.measure_once()):  # a fetch faster than a poll, too
+                    logger.info('comparing %s with %s: over %d bytes on disk, not compared', new[:7], old[:7],
+                                self.max_compare_bytes)
+                    return None
+                if fetch_failed is not None:
+                    if fetch_failed.stopped:
+                        raise self._classify(fetch_failed, remote) from None
                     return None  # one of them is not to be had (the old one, after a force-push): not proved
             pathspecs = [f':(glob){pattern}' for pattern in patterns]
             try:
