@@ -41,6 +41,9 @@ Why it is built this way:
 - A repository may be far larger checked out than fetched (a pack of a few
   KiB can hold gigabytes of zeros), so with `max_checkout_bytes` the
   commit's tree is measured (`git ls-tree -l`) before any file is written.
+  The pack comes first and the server decides what it holds, so the fetch
+  is held to the same limit on disk (`gitprocess.DiskWatch`) and stopped
+  there: a checkout takes at most about twice the limit.
 """
 from __future__ import annotations
 
@@ -178,13 +181,16 @@ class GitRepository:
         self._git(['init', '--quiet', '--template=', str(into)], remote, timeout=self.ls_remote_timeout)
         fetch = ['fetch', '--quiet', '--depth', '1', '--no-tags', '--no-recurse-submodules', url]
         try:
-            self._run(fetch + [revision], remote, timeout=self.fetch_timeout, cwd=into, action='fetch')
+            self._fetch(fetch + [revision], remote, into=into, revision=revision)
         except _GitFailed as failed:
             if failed.stopped or not matches(failed.stderr, SHA_REFUSED):
                 raise self._classify(failed, remote) from None
             logger.debug('fetch by SHA refused by %s; looking for a ref at %s', self._show(remote), revision)
             ref = self._ref_at(remote, revision=revision)
-            self._git(fetch + [ref], remote, timeout=self.fetch_timeout, cwd=into)
+            try:
+                self._fetch(fetch + [ref], remote, into=into, revision=revision)
+            except _GitFailed as failed_again:
+                raise self._classify(failed_again, remote) from None
             fetched = self._git(['rev-parse', '--verify', 'FETCH_HEAD^{commit}'], remote,
                                 timeout=self.ls_remote_timeout, cwd=into)
             if fetched != revision:
@@ -248,6 +254,28 @@ class GitRepository:
                     raise self._classify(failed, remote) from None
                 which = 'is ambiguous' if 'ambiguous' in failed.stderr else 'not found'
                 raise RevisionNotFound(f'commit {prefix} {which} in {self._show(remote)}') from None
+
+    def _fetch(self, args: list[str], remote: _Remote, *, into: pathlib.Path, revision: str) -> None:
+        """`git fetch` into `into`; with `max_checkout_bytes`, what it writes is held to that limit as well: the
+        server decides what the pack holds, and it comes before the tree can be measured."""
+        if self.max_checkout_bytes is None:
+            self._run(args, remote, timeout=self.fetch_timeout, cwd=into, action='fetch')
+            return
+        with gitprocess.DiskWatch(into, limit=self.max_checkout_bytes, cancel=remote.cancel) as watch:
+            failed: _GitFailed | None = None
+            try:
+                self._run(args, dataclasses.replace(remote, cancel=watch.stop), timeout=self.fetch_timeout,
+                          cwd=into, action='fetch')
+            except _GitFailed as exc:
+                failed = exc
+            if watch.over or (failed is None and watch.measure_once()):
+                raise RepositoryTooLarge(
+                    f'fetching {revision[:7]} from {self._show(remote)} wrote over '
+                    f'{format_bytes(self.max_checkout_bytes)} to disk, the operator\'s limit for a checkout '
+                    '(PANDA_DEPLOY_MAX_CHECKOUT_BYTES): the commit\'s files are larger, or the server sent more '
+                    'than the commit; the fetch was stopped')
+            if failed is not None:
+                raise failed
 
     def _check_size(self, remote: _Remote, *, revision: str, into: pathlib.Path) -> None:
         """RepositoryTooLarge when the files of `revision` (fetched, not checked out) exceed the limit."""

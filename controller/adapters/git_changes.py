@@ -18,7 +18,7 @@ Why it is built this way:
 - What the fetch writes is watched: over `max_compare_bytes` on disk (a
   server that ignores the filter and sends every file of a huge commit) the
   fetch is stopped and the answer is None, as below. The watch looks every
-  `WATCH_SECONDS` and once more when the fetch ends, so a fetch that beats
+  `gitprocess.WATCH_SECONDS` and once more when the fetch ends, so a fetch that beats
   its poll is over the limit all the same; what lands on disk meanwhile is
   at most what the network brings in that tenth of a second, and the
   temporary repository is removed at once.
@@ -28,10 +28,8 @@ Why it is built this way:
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import os
 import pathlib
 import re
 import tempfile
@@ -39,54 +37,14 @@ import threading
 from collections.abc import Sequence
 
 from controller import tempdirs
+from controller.adapters import gitprocess
 from controller.adapters.git import GitRepository, _GitFailed
 from controller.adapters.git_failures import RevisionNotFound
 from controller.egress import GitHosts
 
 _FULL_SHA = re.compile(r'^[0-9a-f]{40}$')
 MAX_COMPARE_BYTES = 256 << 20  # two commits' trees of a very large monorepo fit; a server sending files may not
-WATCH_SECONDS = 0.1
 logger = logging.getLogger(__name__)
-
-
-class _DiskWatch:
-    """Sets `stop` (the git call's cancel) when `where` grows over `limit` bytes or the caller cancels."""
-
-    def __init__(self, where: pathlib.Path, *, limit: int, cancel: threading.Event | None) -> None:
-        self.where, self.limit, self.cancel = where, limit, cancel
-        self.stop, self.over, self._done = threading.Event(), False, threading.Event()
-        self._thread = threading.Thread(target=self._watch, name='git-compare-disk', daemon=True)
-
-    def __enter__(self) -> _DiskWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _watch(self) -> None:
-        while not self._done.wait(WATCH_SECONDS):
-            if self.cancel is not None and self.cancel.is_set():
-                self.stop.set()
-            else:
-                self.measure_once()
-
-    def measure_once(self) -> bool:
-        """Whether `where` is over the limit now (or was seen so); stops the git call when it is."""
-        if not self.over and _bytes_under(self.where) > self.limit:
-            self.over = True
-            self.stop.set()
-        return self.over
-
-
-def _bytes_under(root: pathlib.Path) -> int:
-    total = 0
-    for directory, _, files in os.walk(root):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(directory, name)).st_size
-    return total
 
 
 class BranchWatcher(GitRepository):
@@ -113,7 +71,7 @@ class BranchWatcher(GitRepository):
         with tempfile.TemporaryDirectory(prefix=tempdirs.prefix('changes')) as tmp:
             where = pathlib.Path(tmp)
             self._git(['init', '--quiet', '--bare', '--template=', tmp], remote, timeout=self.ls_remote_timeout)
-            with _DiskWatch(where, limit=self.max_compare_bytes, cancel=cancel) as watch:
+            with gitprocess.DiskWatch(where, limit=self.max_compare_bytes, cancel=cancel) as watch:
                 fetch_failed: _GitFailed | None = None
                 try:
                     self._run(['fetch', '--quiet', '--depth', '1', '--filter=blob:none', '--no-tags',

@@ -15,12 +15,16 @@ Why it is built this way:
   (an endless ref list from a hostile server ends the call, not the
   operator's memory), and the last `MAX_STDERR` bytes of stderr (git says
   what went wrong at the end).
+- What a call writes to disk can be bounded too (`DiskWatch`): it is
+  measured every `WATCH_SECONDS` and when the call ends, and over its limit
+  the call is stopped like an abandoned one.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
+import pathlib
 import selectors
 import signal
 import subprocess
@@ -31,6 +35,7 @@ from collections.abc import Mapping, Sequence
 MAX_STDOUT = 32 << 20
 MAX_STDERR = 64 << 10
 POLL_SECONDS = 0.2
+WATCH_SECONDS = 0.1  # DiskWatch's pace
 
 ABANDONED = 'abandoned'
 TIMED_OUT = 'timed out'
@@ -107,3 +112,45 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+class DiskWatch:
+    """Sets `stop` (a git call's cancel) when `where` grows over `limit` bytes or the caller cancels: what a
+    server sends is bounded on disk, not only in time. It looks every `WATCH_SECONDS`; `measure_once` when the
+    call ends catches a call faster than that."""
+
+    def __init__(self, where: pathlib.Path, *, limit: int, cancel: threading.Event | None) -> None:
+        self.where, self.limit, self.cancel = where, limit, cancel
+        self.stop, self.over, self._done = threading.Event(), False, threading.Event()
+        self._thread = threading.Thread(target=self._watch, name='git-disk-watch', daemon=True)
+
+    def __enter__(self) -> DiskWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._done.wait(WATCH_SECONDS):
+            if self.cancel is not None and self.cancel.is_set():
+                self.stop.set()
+            else:
+                self.measure_once()
+
+    def measure_once(self) -> bool:
+        """Whether `where` is over the limit now (or was seen so); stops the git call when it is."""
+        if not self.over and _bytes_under(self.where) > self.limit:
+            self.over = True
+            self.stop.set()
+        return self.over
+
+
+def _bytes_under(root: pathlib.Path) -> int:
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total

@@ -130,7 +130,7 @@ def test_a_fetch_that_ends_before_the_disk_watch_looks_is_measured_all_the_same(
         mono: Monorepo, server: GitHttpServer, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The watch polls; a server fast enough to send everything between two polls (a fast network) must not
     get its oversized answer compared: CI once saw `True` here where the budget calls for 'cannot tell'."""
-    monkeypatch.setattr('controller.adapters.git_changes.WATCH_SECONDS', 60.0)  # no poll during the fetch
+    monkeypatch.setattr('controller.adapters.gitprocess.WATCH_SECONDS', 60.0)  # no poll during the fetch
     run_git('config', 'uploadpack.allowFilter', 'false', cwd=mono.path)
     old = mono.commit({'services/web/big.bin': secrets.token_hex(1 << 19), 'docs/a.md': 'a\n'})
     new = mono.commit({'services/web/big.bin': secrets.token_hex(1 << 19), 'docs/a.md': 'b\n'})
